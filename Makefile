@@ -1,0 +1,81 @@
+# rtx.dr — the two commands a newcomer needs:
+#   make demo   builds everything from a bare machine and runs the main job on the lab
+#   make test   runs all tests (unit, lint, sanity, Molecule against real containers)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+INVENTORY ?= inventories/lab/hosts.yml
+LAB_STATE := $(CURDIR)/.lab
+COLLECTION_LINK := $(LAB_STATE)/collections/ansible_collections/rtx/dr
+SANITY_ROOT := $(CURDIR)/build/sanity/ansible_collections/rtx/dr
+
+.PHONY: help setup venv engine image lab lab-up lab-down aws demo test unit lint sanity molecule build clean
+
+help:
+	@echo "make demo      - set up the lab from a bare machine and run the main job"
+	@echo "make test      - all tests (unit, ansible-lint, ansible-test sanity, molecule)"
+	@echo "make lab       - (re)build the lab: engine, image, containers, AWS endpoint, site.yml"
+	@echo "make lab-down  - remove the lab's containers, network and AWS endpoint"
+	@echo "make build     - build the collection tarball"
+
+setup: venv $(COLLECTION_LINK)
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn $(CURDIR) $@
+
+engine:
+	lab/engine.sh
+
+image: engine
+	lab/image.sh
+
+lab-up: setup image
+	LAB_IMAGE=$$(source lab/common.sh; echo $$LAB_IMAGE) \
+	  ansible-playbook -i $(INVENTORY) lab/lab.yml -e lab_state=present
+	lab/aws.sh start
+
+lab: lab-up
+	ansible-playbook -i $(INVENTORY) playbooks/site.yml
+
+lab-down: setup
+	-lab/aws.sh stop
+	-@docker info >/dev/null 2>&1 && ansible-playbook -i $(INVENTORY) lab/lab.yml -e lab_state=absent
+
+demo: lab
+	ansible-playbook -i $(INVENTORY) playbooks/replication_status.yml
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit -q
+
+lint: setup
+	$(BIN)/ansible-lint --profile production
+
+sanity: setup
+	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
+	git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -C $(SANITY_ROOT) -xf -
+	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no
+
+molecule: setup image
+	cd $(CURDIR) && LAB_IMAGE=$$(source lab/common.sh; echo $$LAB_IMAGE) $(BIN)/molecule test -s default
+
+test: unit lint sanity molecule
+
+build: setup
+	mkdir -p build
+	ansible-galaxy collection build --force --output-path build .
+
+clean: lab-down
+	rm -rf build
