@@ -58,7 +58,7 @@ demo: lab
 	ansible-playbook -i $(INVENTORY) playbooks/replication_status.yml
 
 unit: setup
-	$(BIN)/python -m pytest tests/unit -q
+	$(BIN)/python -m pytest tests/unit tests/playbooks -q
 
 lint: setup
 	$(BIN)/ansible-lint --profile production

@@ -36,6 +36,15 @@ def pg_node_facts(hostvars, hosts, var='topology_node'):
     return facts
 
 
+def pg_replication_line(row):
+    """One human readable line for a pg_stat_replication row of pg_node_info."""
+    lag = row.get('replay_lag')
+    return '  %-16s %-9s %-6s replay %-12s behind %s bytes%s' % (
+        row.get('application_name'), row.get('state'), row.get('sync_state'),
+        row.get('replay_lsn'), row.get('replay_lag_bytes'),
+        '' if lag is None else ' (%.3f s)' % float(lag))
+
+
 def pg_layout_errors(layout):
     return layout_errors(layout)
 
@@ -58,6 +67,7 @@ class FilterModule(object):
             'pg_layout': pg_layout,
             'pg_layout_errors': pg_layout_errors,
             'pg_node_facts': pg_node_facts,
+            'pg_replication_line': pg_replication_line,
             'pg_assess_cluster': pg_assess_cluster,
             'pg_sync_standby_names': pg_sync_standby_names,
             'pg_slot_name': pg_slot_name,
