@@ -19,6 +19,8 @@ debootstrap --variant=minbase --include="$LAB_PACKAGES" "$LAB_SUITE" "$rootfs" "
 # Container hygiene: no getty, no hostname file baked in, apt lists dropped,
 # the Debian default cluster stays (the postgresql role configures it).
 chroot "$rootfs" systemctl mask getty@tty1.service console-getty.service systemd-logind.service >/dev/null 2>&1 || true
+# Services are enabled by the roles that own them (redis only on app hosts).
+chroot "$rootfs" systemctl disable redis-server.service >/dev/null 2>&1 || true
 rm -f "$rootfs/etc/hostname"
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
 log "importing as $LAB_IMAGE"
