@@ -63,7 +63,13 @@ unit: setup
 lint: setup
 	$(BIN)/ansible-lint --profile production
 
-sanity: setup
+# ansible-test --venv bootstraps pip with a script from a host that is not
+# reachable here; lab/ansible-test-get-pip.py does the same with ensurepip + PyPI.
+GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+$(GET_PIP_CACHE): lab/ansible-test-get-pip.py
+	mkdir -p $(dir $@) && cp $< $@
+
+sanity: setup $(GET_PIP_CACHE)
 	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -C $(SANITY_ROOT) -xf -
 	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no

@@ -11,7 +11,11 @@ LAB_SUITE="${LAB_SUITE:-bookworm}"
 # Packages baked into the image. Changing this list changes the image tag,
 # so a stale image is never reused.
 LAB_PACKAGES="python3,python3-apt,python3-psycopg2,python3-boto3,postgresql-15,postgresql-client-15,sudo,procps,iproute2,systemd,systemd-sysv,dbus,acl,redis-server,curl,ca-certificates,openssl,less,iputils-ping"
-LAB_IMAGE_TAG="$(printf '%s|%s|%s' "$LAB_SUITE" "$LAB_PACKAGES" "$(cat "$LAB_ROOT/lab/image.sh" 2>/dev/null | sha256sum)" | sha256sum | cut -c1-12)"
+# Installed with apt inside the new root after debootstrap: their maintainer
+# scripts need a configured python3, which debootstrap's own ordering of the
+# base set does not guarantee.
+LAB_PACKAGES_EXTRA="python3-zstandard python3-lz4 pgbackrest zstd"
+LAB_IMAGE_TAG="$(printf '%s|%s|%s' "$LAB_SUITE" "$LAB_PACKAGES $LAB_PACKAGES_EXTRA" "$(cat "$LAB_ROOT/lab/image.sh" 2>/dev/null | sha256sum)" | sha256sum | cut -c1-12)"
 LAB_IMAGE="$LAB_IMAGE_REPO:$LAB_IMAGE_TAG"
 
 log() { printf '[lab] %s\n' "$*" >&2; }

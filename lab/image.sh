@@ -16,6 +16,16 @@ log "debootstrap $LAB_SUITE from $mirror (about a minute)"
 debootstrap --variant=minbase --include="$LAB_PACKAGES" "$LAB_SUITE" "$rootfs" "$mirror" >"$LAB_STATE/debootstrap.log" 2>&1 \
   || die "debootstrap failed; see $LAB_STATE/debootstrap.log"
 
+log "installing $LAB_PACKAGES_EXTRA in the new root"
+cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+mount -t proc proc "$rootfs/proc"
+trap 'umount "$rootfs/proc" 2>/dev/null || true; rm -rf "$rootfs"' EXIT
+# shellcheck disable=SC2086
+chroot "$rootfs" /bin/sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $LAB_PACKAGES_EXTRA" \
+  >>"$LAB_STATE/debootstrap.log" 2>&1 || die "installing $LAB_PACKAGES_EXTRA failed; see $LAB_STATE/debootstrap.log"
+umount "$rootfs/proc"
+: >"$rootfs/etc/resolv.conf"
+
 # Container hygiene: no getty, no hostname file baked in, apt lists dropped,
 # the Debian default cluster stays (the postgresql role configures it).
 chroot "$rootfs" systemctl mask getty@tty1.service console-getty.service systemd-logind.service >/dev/null 2>&1 || true
