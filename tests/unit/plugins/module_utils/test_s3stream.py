@@ -1,0 +1,151 @@
+# -*- coding: utf-8 -*-
+
+# Copyright: (c) 2025, rtx.dr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from moto_server import aws_params, bucket, kms_client, kms_key, moto_url, s3_client  # noqa: E402,F401 pylint: disable=unused-import,wrong-import-position
+
+from ansible_collections.rtx.dr.plugins.module_utils import s3stream  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError  # noqa: E402 pylint: disable=wrong-import-position
+
+MIB = 1024 * 1024
+
+
+def feed(uploader, data, chunk=1000003):
+    for pos in range(0, len(data), chunk):
+        uploader.write(data[pos:pos + chunk])
+
+
+def test_sse_args():
+    assert s3stream.sse_args("none") == {}
+    assert s3stream.sse_args("aws:kms", "alias/x") == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/x"}
+    with pytest.raises(InvalidValueError) as info:
+        s3stream.sse_args("aws:kms", None)
+    assert "kms_key_id" in str(info.value) and "encryption: none" in str(info.value)
+    with pytest.raises(InvalidValueError):
+        s3stream.StreamUploader(None, "b", "k", part_size=MIB)
+
+
+@pytest.mark.parametrize("size", [0, 1000, 5 * MIB, 12 * MIB + 123])
+def test_upload_content_sha256_metadata_and_sse(s3_client, bucket, kms_key, size):
+    data = os.urandom(size)
+    sse = s3stream.sse_args("aws:kms", kms_key["alias"])
+    parts = []
+    up = s3stream.StreamUploader(s3_client, bucket, "a/obj", extra_args=dict(sse, ContentType="application/x-tar"),
+                                 metadata={"backup-id": "X"}, part_size=5 * MIB,
+                                 on_part=lambda n, s: parts.append((n, s)))
+    with up:
+        feed(up, data)
+        facts = up.close()
+    digest = hashlib.sha256(data).hexdigest()
+    assert facts["sha256"] == digest and facts["size"] == size
+    assert facts["parts"] == (0 if size < 5 * MIB else (size + 5 * MIB - 1) // (5 * MIB))
+    assert [s for _n, s in parts][:-1] == [5 * MIB] * (len(parts) - 1) if parts else True
+    head = s3_client.head_object(Bucket=bucket, Key="a/obj")
+    assert head["Metadata"] == {"sha256": digest, "backup-id": "X"}
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"] in (kms_key["alias"], kms_key["key_id"], kms_key["arn"])
+    assert head["ContentLength"] == size
+    assert head["ContentType"] == "application/x-tar"
+    assert s3stream.sha256_of_object(s3_client, bucket, "a/obj") == (digest, size)
+    assert not s3stream.list_multipart_uploads(s3_client, bucket, "a/")
+
+
+def test_managed_copy_path_for_big_objects(s3_client, bucket, kms_key, monkeypatch):
+    # Make the "over 5 GiB" path (boto3 managed multipart copy) run on 11 MiB.
+    monkeypatch.setattr(s3stream, "COPY_THRESHOLD", 5 * MIB)
+    monkeypatch.setattr(s3stream, "COPY_PART_SIZE", 5 * MIB)
+    data = os.urandom(11 * MIB)
+    sse = s3stream.sse_args("aws:kms", kms_key["alias"])
+    up = s3stream.StreamUploader(s3_client, bucket, "big", extra_args=sse, metadata={"backup-id": "B"},
+                                 part_size=5 * MIB)
+    feed(up, data)
+    facts = up.close()
+    head = s3_client.head_object(Bucket=bucket, Key="big")
+    assert head["Metadata"]["sha256"] == facts["sha256"] == hashlib.sha256(data).hexdigest()
+    assert head["ServerSideEncryption"] == "aws:kms"
+    body = s3_client.get_object(Bucket=bucket, Key="big")["Body"].read()
+    assert body == data
+
+
+def test_exception_mid_stream_aborts(s3_client, bucket):
+    with pytest.raises(RuntimeError):
+        with s3stream.StreamUploader(s3_client, bucket, "x/obj", part_size=5 * MIB) as up:
+            feed(up, os.urandom(12 * MIB))
+            assert up.upload_id is not None
+            assert s3stream.list_multipart_uploads(s3_client, bucket, "x/")
+            raise RuntimeError("database went away")
+    assert s3stream.list_multipart_uploads(s3_client, bucket, "x/") == []
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket, Prefix="x/")
+
+
+def test_failing_part_upload_is_reported_and_aborted(s3_client, bucket, monkeypatch):
+    real = s3_client.upload_part
+    calls = []
+
+    def flaky(**kwargs):
+        calls.append(kwargs["PartNumber"])
+        if kwargs["PartNumber"] == 2:
+            raise ValueError("network down")
+        return real(**kwargs)
+
+    monkeypatch.setattr(s3_client, "upload_part", flaky)
+    up = s3stream.StreamUploader(s3_client, bucket, "y/obj", part_size=5 * MIB)
+    with pytest.raises(RtxDrError) as info:
+        with up:
+            feed(up, os.urandom(16 * MIB))
+            up.close()
+    assert "part 2" in str(info.value)
+    assert s3stream.list_multipart_uploads(s3_client, bucket, "y/") == []
+
+
+def test_missing_bucket_is_an_rtxdr_error(s3_client):
+    up = s3stream.StreamUploader(s3_client, "no-such-bucket-rtx", "k")
+    up.write(b"x")
+    with pytest.raises(RtxDrError) as info:
+        up.close()
+    assert "NoSuchBucket" in str(info.value)
+
+
+def test_memory_bounded_200mb(s3_client, bucket):
+    block = os.urandom(MIB)
+    total = 200 * MIB
+    tracemalloc.start()
+    try:
+        up = s3stream.StreamUploader(s3_client, bucket, "mem/obj", part_size=16 * MIB)
+        for _block_number in range(total // MIB):
+            up.write(block)
+        facts = up.close()
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert facts["size"] == total
+    assert facts["sha256"] == hashlib.sha256(block * 200).hexdigest()
+    assert peak < 100 * MIB, "peak %d MiB" % (peak // MIB)
+    head = s3_client.head_object(Bucket=bucket, Key="mem/obj")
+    assert head["ContentLength"] == total and head["Metadata"]["sha256"] == facts["sha256"]
+    s3_client.delete_object(Bucket=bucket, Key="mem/obj")
+
+
+def test_list_and_abort_uploads(s3_client, bucket):
+    ids = [s3_client.create_multipart_upload(Bucket=bucket, Key="p/%d" % i)["UploadId"] for i in range(3)]
+    uploads = s3stream.list_multipart_uploads(s3_client, bucket, "p/")
+    assert sorted(u["upload_id"] for u in uploads) == sorted(ids)
+    assert all(u["initiated"] is not None for u in uploads)
+    for u in uploads:
+        s3stream.abort_upload(s3_client, bucket, u["key"], u["upload_id"])
+    s3stream.abort_upload(s3_client, bucket, uploads[0]["key"], uploads[0]["upload_id"])  # already gone: fine
+    assert s3stream.list_multipart_uploads(s3_client, bucket, "p/") == []
