@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= inventories/lab/hosts.yml
 LAB_STATE := $(CURDIR)/.lab
 COLLECTION_LINK := $(LAB_STATE)/collections/ansible_collections/rtx/dr
-SANITY_ROOT := $(CURDIR)/build/sanity/ansible_collections/rtx/dr
+SANITY_ROOT := /tmp/rtx-dr-sanity/ansible_collections/rtx/dr
 
 .PHONY: help setup venv engine image lab lab-up lab-down aws demo test unit lint sanity molecule build clean
 

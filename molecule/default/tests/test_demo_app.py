@@ -10,15 +10,20 @@ APP_WEST = "mol-app-west-1"
 
 def health(host):
     cmd = host.run("curl -s -o /dev/stdout -w '\\n%%{http_code}' http://127.0.0.1:8080/health")
-    body, _, code = cmd.stdout.rpartition("\n")
+    body, code = (["", ""] + cmd.stdout.rsplit("\n", 1))[-2:]
     return int(code or 0), (json.loads(body) if body.strip().startswith("{") else {})
+
+
+def healthy(host):
+    result = health(host)
+    return result if result[0] == 200 else None
 
 
 def test_demo_service_is_healthy_and_writes_to_the_primary(primary):
     app = get_host(APP_EAST)
     assert app.service("rtx-demo-app").is_running
     assert app.service("redis-server").is_running
-    code, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(health(app)), timeout=30) or (0, {})
+    code, body = wait_for(lambda: healthy(app), timeout=30) or (0, {})
     assert code == 200, body
     assert body["db"]["host"] == PRIMARY and body["db"]["in_recovery"] is False and body["db"]["ssl"] is True
     assert body["redis"]["ok"] is True and body["region"] == "east"

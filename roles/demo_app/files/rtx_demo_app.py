@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright: (c) rtx.dr contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -86,6 +85,7 @@ CONFIG_SPEC = [
     ("RTX_DEMO_REDIS_INTERVAL_MS", "", "Redis PING interval (default: the write interval)."),
     ("RTX_DEMO_LOG_LEVEL", "INFO", "Python logging level."),
 ]
+
 
 class ConfigError(ValueError):
     """Invalid configuration."""
@@ -765,7 +765,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(frame)
                 next_send = now + interval
             wait = max(0.0, min(next_send - time.monotonic(), 0.5))
-            readable, _, _ = select.select([sock], [], [], wait)
+            readable = select.select([sock], [], [], wait)[0]
             if not readable:
                 continue
             opcode, payload = self._ws_read_frame()

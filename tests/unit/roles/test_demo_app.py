@@ -180,6 +180,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
     raise AssertionError("timed out after %.0fs waiting for %s (last value: %r)" % (timeout, what, last))
 
 
+def health_if(port, condition):
+    """health(port) when condition(status, body) holds, else None (for wait_for)."""
+    result = health(port)
+    return result if condition(*result) else None
+
+
 def http_get(port: int, path: str):
     """Return (status, body) without raising on 4xx/5xx."""
     try:
@@ -299,7 +305,7 @@ class FakeRedis:
     def _accept(self):
         while not self.stopped.is_set():
             try:
-                conn, _ = self.sock.accept()
+                conn = self.sock.accept()[0]
             except OSError:
                 return
             self.clients.append(conn)
@@ -315,7 +321,7 @@ class FakeRedis:
                     return
                 assert line.startswith(b"*")
                 args = []
-                for _ in range(int(line[1:])):
+                for _line in range(int(line[1:])):
                     length = int(reader.readline()[1:])
                     args.append(reader.read(length + 2)[:-2])
                 cmd = args[0].upper()
@@ -362,7 +368,7 @@ class DemoApp:
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, str(APP)], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: self._listening(), 15, what="%s to listen" % self.name)
+        wait_for(self._listening, 15, what="%s to listen" % self.name)
 
     def _listening(self):
         assert self.proc.poll() is None, "service exited early:\n" + self.log()
@@ -578,8 +584,8 @@ def app_log_on_failure(lab):
 def test_health_ok_and_connected_to_primary(lab):
     port = lab["app"].port
     assert "READY=1" in lab["ready"]
-    status, body = wait_for(lambda: (lambda r: r if r[0] == 200 and r[1]["db"]["writes_ok"] > 0 else None)(
-        health(port)), 20, what="healthy service" + app_log_on_failure(lab))
+    status, body = wait_for(lambda: health_if(port, lambda st, b: st == 200 and b["db"]["writes_ok"] > 0), 20,
+                            what="healthy service" + app_log_on_failure(lab))
     db = body["db"]
     assert body["status"] == "ok"
     assert db["connected"] is True
@@ -605,7 +611,7 @@ def test_rows_written_and_acked_log_is_subset(lab):
     assert not missing, "acknowledged seqs missing from demo.orders: %s" % sorted(missing)[:10]
     payload = json.loads(rows[0][2])
     assert payload["instance"] == INSTANCE
-    _, body = health(lab["app"].port)
+    body = health(lab["app"].port)[1]
     assert body["db"]["last_acked_seq"] >= acked[-1]
     # the server side sees the application_name and the TLS session
     apps = lab["primary"].query(
@@ -669,7 +675,7 @@ def test_websocket(lab):
 @needs_pg
 def test_websocket_rejections_and_http_robustness(lab):
     port = lab["app"].port
-    status, _ = http_get(port, "/ws")  # plain GET, no upgrade
+    status = http_get(port, "/ws")[0]  # plain GET, no upgrade
     assert status == 400
     assert http_get(port, "/nope")[0] == 404
     # version mismatch -> 426
@@ -681,14 +687,14 @@ def test_websocket_rejections_and_http_robustness(lab):
     for junk in (b"\x00\x01\x02garbage\r\n\r\n", b"GET /health HTTP/1.1\r\nHost", b"POST /health HTTP/1.1\r\n\r\n"):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(junk)
-    for _ in range(3):  # WebSocket clients that vanish without a close frame
+    for _client in range(3):  # WebSocket clients that vanish without a close frame
         sock, *_rest = ws_connect(port)
         ws_read_frame(sock)
         sock.close()
     # more clients than RTX_DEMO_WS_MAX_CLIENTS (3) are refused with 503, then slots free up again
     socks = []
     try:
-        for _ in range(3):
+        for _attempt in range(3):
             sock, _key, status_line, _h = ws_connect(port)
             socks.append(sock)
             assert " 101 " in status_line
@@ -719,7 +725,7 @@ def test_db_outage_then_restart(lab):
     port, primary = lab["app"].port, lab["primary"]
     before = health(port)[1]["db"]
     primary.stop("fast")
-    status, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(health(port)), 15,
+    status, body = wait_for(lambda: health_if(port, lambda st, b: st == 503), 15,
                             what="503 after the primary stopped" + app_log_on_failure(lab))
     assert body["status"] == "degraded"
     wait_for(lambda: health(port)[1]["db"]["writes_failed"] > before["writes_failed"] + 2, 15,
@@ -730,7 +736,7 @@ def test_db_outage_then_restart(lab):
     assert lab["app"].proc.poll() is None
 
     primary.start()
-    status, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(health(port)), 20,
+    status, body = wait_for(lambda: health_if(port, lambda st, b: st == 200), 20,
                             what="writes to resume after restart" + app_log_on_failure(lab))
     assert body["db"]["port"] == primary.port
     assert body["db"]["writes_ok"] > failed_mid["writes_ok"]
@@ -749,8 +755,7 @@ def test_failover_to_promoted_standby(lab):
     primary.stop("fast")
     wait_for(lambda: health(port)[0] == 503, 15, what="503 after losing the primary")
     standby.promote()
-    status, body = wait_for(lambda: (lambda r: r if r[0] == 200 and r[1]["db"]["port"] == standby.port
-                                      else None)(health(port)), 30,
+    status, body = wait_for(lambda: health_if(port, lambda st, b: st == 200 and b["db"]["port"] == standby.port), 30,
                             what="writes on the promoted standby" + app_log_on_failure(lab))
     assert body["db"]["in_recovery"] is False
     assert body["db"]["cluster_name"] == "standby"
