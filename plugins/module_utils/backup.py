@@ -502,6 +502,11 @@ class BackupRun:
                 details={"kms_key_id": key_id, "key_state": state},
             )
         self.kms_key_arn = meta.get("Arn")
+        if self.kms_key_arn:
+            # Send the key ARN, not the alias: bucket policies that pin the
+            # key (s3:x-amz-server-side-encryption-aws-kms-key-id) compare the
+            # header as sent, and an alias never matches the ARN.
+            self.sse = make_sse_args("aws:kms", self.kms_key_arn)
 
     def _check_postgres(self):
         conn = self.connect(self.params)
