@@ -56,12 +56,14 @@ lab-down: setup
 
 demo: lab
 	ansible-playbook -i $(INVENTORY) playbooks/replication_status.yml
+	ansible-playbook -i $(INVENTORY) playbooks/backup_full.yml
+	ansible-playbook -i $(INVENTORY) playbooks/verify_backups.yml -e verify_select=all
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit tests/playbooks -q
 
 lint: setup
-	$(BIN)/ansible-lint --profile production
+	ANSIBLE_COLLECTIONS_PATH=$(LAB_STATE)/collections $(BIN)/ansible-lint --profile production
 
 # ansible-test --venv bootstraps pip with a script from a host that is not
 # reachable here; lab/ansible-test-get-pip.py does the same with ensurepip + PyPI.
@@ -74,8 +76,16 @@ sanity: setup $(GET_PIP_CACHE)
 	git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -C $(SANITY_ROOT) -xf -
 	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
+# Molecule's network exists before `molecule test` so that its AWS endpoint
+# (moto on the network's gateway, port 5001) can start first.
+MOLECULE_NET := rtx-molecule
 molecule: setup image
-	cd $(CURDIR) && LAB_IMAGE=$$(source lab/common.sh; echo $$LAB_IMAGE) $(BIN)/molecule test -s default
+	docker ps -aq --filter label=owner=molecule | xargs -r docker rm -f >/dev/null
+	docker network inspect $(MOLECULE_NET) >/dev/null 2>&1 || docker network create \
+	  --subnet 172.30.78.0/24 --gateway 172.30.78.1 --label owner=molecule $(MOLECULE_NET) >/dev/null
+	lab/aws.sh start 172.30.78.1 5001
+	LAB_IMAGE=$$(source lab/common.sh; echo $$LAB_IMAGE) $(BIN)/molecule test -s default; \
+	  rc=$$?; lab/aws.sh stop 172.30.78.1 5001; exit $$rc
 
 test: unit lint sanity molecule
 

@@ -9,7 +9,7 @@ APP_WEST = "mol-app-west-1"
 
 
 def health(host):
-    cmd = host.run("curl -s -o /dev/stdout -w '\\n%%{http_code}' http://127.0.0.1:8080/health")
+    cmd = host.run("curl -s -o /dev/stdout -w '\\n%{http_code}' http://127.0.0.1:8080/health")
     body, code = (["", ""] + cmd.stdout.rsplit("\n", 1))[-2:]
     return int(code or 0), (json.loads(body) if body.strip().startswith("{") else {})
 
@@ -33,7 +33,7 @@ def test_demo_service_is_healthy_and_writes_to_the_primary(primary):
 
 def test_websocket_handshake(primary):
     app = get_host(APP_EAST)
-    cmd = app.run("curl -s -i -N --max-time 2 -H 'Connection: Upgrade' -H 'Upgrade: websocket' "
+    cmd = app.run("curl -s -D - -o /dev/null -N --max-time 2 -H 'Connection: Upgrade' -H 'Upgrade: websocket' "
                   "-H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "
                   "http://127.0.0.1:8080/ws")
     assert "101 Switching Protocols" in cmd.stdout
