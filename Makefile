@@ -62,7 +62,10 @@ demo: lab
 unit: setup
 	$(BIN)/python -m pytest tests/unit tests/playbooks -q
 
+# ansible-lint and molecule may leave an installed snapshot of rtx.dr in
+# ~/.ansible/collections that shadows the working tree: remove only that.
 lint: setup
+	rm -rf $(HOME)/.ansible/collections/ansible_collections/rtx/dr
 	ANSIBLE_COLLECTIONS_PATH=$(LAB_STATE)/collections $(BIN)/ansible-lint --profile production
 
 # ansible-test --venv bootstraps pip with a script from a host that is not

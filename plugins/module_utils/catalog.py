@@ -29,7 +29,8 @@ from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueE
 FORMAT_VERSION = 1
 KIND_SUFFIX = {"physical": "F", "logical": "L"}
 SUFFIX_KIND = {v: k for k, v in KIND_SUFFIX.items()}
-STATUSES = ("running", "complete", "failed")
+# "deleting": rtx.dr.backup_retention is removing the backup (never usable).
+STATUSES = ("running", "complete", "failed", "deleting")
 
 _ID_RE = re.compile(r"^(\d{8}T\d{6})(?:\.(\d{3}))?Z-([FL])$")
 
