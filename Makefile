@@ -14,7 +14,7 @@ LAB_STATE := $(CURDIR)/.lab
 COLLECTION_LINK := $(LAB_STATE)/collections/ansible_collections/rtx/dr
 SANITY_ROOT := /tmp/rtx-dr-sanity/ansible_collections/rtx/dr
 
-.PHONY: help setup venv engine image lab lab-up lab-down aws demo test unit lint sanity molecule build clean
+.PHONY: help setup venv engine image lab lab-up lab-down aws demo test unit lint sanity molecule build bench clean
 
 help:
 	@echo "make demo      - set up the lab from a bare machine and run the main job"
@@ -22,6 +22,7 @@ help:
 	@echo "make lab       - (re)build the lab: engine, image, containers, AWS endpoint, site.yml"
 	@echo "make lab-down  - remove the lab's containers, network and AWS endpoint"
 	@echo "make build     - build the collection tarball"
+	@echo "make bench     - backup benchmark (ours vs pgBackRest vs pg_basebackup)"
 
 setup: venv $(COLLECTION_LINK)
 
@@ -91,6 +92,11 @@ molecule: setup image
 	  rc=$$?; lab/aws.sh stop 172.30.78.1 5001; exit $$rc
 
 test: unit lint sanity molecule
+
+# Backup benchmark: ours vs pgBackRest vs raw pg_basebackup, same data and
+# endpoint (about 6 minutes; results in docs/benchmarks.md).
+bench: setup image
+	bench/backup/run.sh
 
 build: setup
 	mkdir -p build
