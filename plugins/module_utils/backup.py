@@ -32,6 +32,7 @@ import time
 from urllib.parse import quote
 
 from ansible_collections.rtx.dr.plugins.module_utils import catalog
+from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
 from ansible_collections.rtx.dr.plugins.module_utils.compress import EXTENSIONS
 from ansible_collections.rtx.dr.plugins.module_utils.compress import check_compression
@@ -45,6 +46,7 @@ from ansible_collections.rtx.dr.plugins.module_utils.postgres import connect
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import connection_kwargs
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import execute
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import format_lsn
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import postgres_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_all
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_one
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import wal_segment_name
@@ -54,6 +56,38 @@ from ansible_collections.rtx.dr.plugins.module_utils.s3stream import abort_uploa
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import list_multipart_uploads
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import sse_args as make_sse_args
 from ansible_collections.rtx.dr.plugins.module_utils.tarstream import TarObserver
+
+# The options of rtx.dr.pg_basebackup beyond the postgres/aws common ones; the
+# module and the host agent (agent.py) both build their spec from here.
+BACKUP_OPTIONS = dict(
+    kind=dict(type="str", default="physical", choices=["physical", "logical"]),
+    bucket=dict(type="str", required=True),
+    prefix=dict(type="str"),
+    cluster_name=dict(type="str"),
+    label=dict(type="str"),
+    compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "lz4", "none"]),
+    compression_level=dict(type="int"),
+    compression_workers=dict(type="int", default=0),
+    encryption=dict(type="str", default="aws:kms", choices=["aws:kms", "none"]),
+    kms_key_id=dict(type="str"),
+    part_size_mb=dict(type="int", default=16),
+    databases=dict(type="list", elements="str"),
+    audit_db=dict(type="str", default="rtx"),
+    audit_schema=dict(type="str", default="dr"),
+    pg_bin_dir=dict(type="path"),
+    stale_upload_seconds=dict(type="int", default=3600),
+    progress_interval=dict(type="int", default=30),
+    timeout=dict(type="int", default=0),
+)
+
+
+def backup_argument_spec():
+    """The argument spec of rtx.dr.pg_basebackup: postgres + aws common options + BACKUP_OPTIONS."""
+    spec = postgres_common_argument_spec()
+    spec.update(aws_common_argument_spec())
+    spec.update({name: dict(option) for name, option in BACKUP_OPTIONS.items()})
+    return spec
+
 
 CHUNK_SIZE = MIB
 KINDS = ("physical", "logical")

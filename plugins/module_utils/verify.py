@@ -41,6 +41,7 @@ import json
 import time
 
 from ansible_collections.rtx.dr.plugins.module_utils import catalog
+from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
 from ansible_collections.rtx.dr.plugins.module_utils.backup import manifest_checksum_ok
 from ansible_collections.rtx.dr.plugins.module_utils.backup import parse_backup_label
@@ -55,6 +56,30 @@ from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_wal_s
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import MIB
 from ansible_collections.rtx.dr.plugins.module_utils.tarstream import TarObserver
 from ansible_collections.rtx.dr.plugins.module_utils.tarstream import TarStreamError
+
+# The options of rtx.dr.s3_backup_verify beyond the aws common ones; the module
+# and the host agent (agent.py) both build their spec from here.
+VERIFY_OPTIONS = dict(
+    bucket=dict(type="str", required=True),
+    prefix=dict(type="str"),
+    cluster_name=dict(type="str"),
+    select=dict(type="str", choices=["latest", "all", "id"]),
+    backup_id=dict(type="str"),
+    kind=dict(type="str", choices=["physical", "logical", "any"]),
+    expected_kms_key_id=dict(type="str"),
+    checksums=dict(type="bool", default=True),
+    check_contents=dict(type="bool", default=True),
+    require_encryption=dict(type="bool", default=True),
+    deep=dict(type="bool", default=False),
+)
+
+
+def verify_argument_spec():
+    """The argument spec of rtx.dr.s3_backup_verify: aws common options + VERIFY_OPTIONS."""
+    spec = aws_common_argument_spec()
+    spec.update({name: dict(option) for name, option in VERIFY_OPTIONS.items()})
+    return spec
+
 
 SELECTS = ("latest", "all", "id")
 KINDS = ("physical", "logical", "any")

@@ -400,37 +400,14 @@ progress:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.aws import boto3_client
 from ansible_collections.rtx.dr.plugins.module_utils.backup import BackupRun
+from ansible_collections.rtx.dr.plugins.module_utils.backup import backup_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.errors import run_module
-from ansible_collections.rtx.dr.plugins.module_utils.postgres import postgres_common_argument_spec
 
 
 def argument_spec():
-    spec = postgres_common_argument_spec()
-    spec.update(aws_common_argument_spec())
-    spec.update(
-        kind=dict(type="str", default="physical", choices=["physical", "logical"]),
-        bucket=dict(type="str", required=True),
-        prefix=dict(type="str"),
-        cluster_name=dict(type="str"),
-        label=dict(type="str"),
-        compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "lz4", "none"]),
-        compression_level=dict(type="int"),
-        compression_workers=dict(type="int", default=0),
-        encryption=dict(type="str", default="aws:kms", choices=["aws:kms", "none"]),
-        kms_key_id=dict(type="str"),
-        part_size_mb=dict(type="int", default=16),
-        databases=dict(type="list", elements="str"),
-        audit_db=dict(type="str", default="rtx"),
-        audit_schema=dict(type="str", default="dr"),
-        pg_bin_dir=dict(type="path"),
-        stale_upload_seconds=dict(type="int", default=3600),
-        progress_interval=dict(type="int", default=30),
-        timeout=dict(type="int", default=0),
-    )
-    return spec
+    return backup_argument_spec()
 
 
 def backup(module, run_factory=BackupRun, client_factory=boto3_client):

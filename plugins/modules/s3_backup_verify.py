@@ -224,31 +224,17 @@ failed_count:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.aws import boto3_client
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import run_module
 from ansible_collections.rtx.dr.plugins.module_utils.verify import check_options
 from ansible_collections.rtx.dr.plugins.module_utils.verify import failure_message
+from ansible_collections.rtx.dr.plugins.module_utils.verify import verify_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.verify import verify_backups
 
 
 def argument_spec():
-    spec = aws_common_argument_spec()
-    spec.update(
-        bucket=dict(type="str", required=True),
-        prefix=dict(type="str"),
-        cluster_name=dict(type="str"),
-        select=dict(type="str", choices=["latest", "all", "id"]),
-        backup_id=dict(type="str"),
-        kind=dict(type="str", choices=["physical", "logical", "any"]),
-        expected_kms_key_id=dict(type="str"),
-        checksums=dict(type="bool", default=True),
-        check_contents=dict(type="bool", default=True),
-        require_encryption=dict(type="bool", default=True),
-        deep=dict(type="bool", default=False),
-    )
-    return spec
+    return verify_argument_spec()
 
 
 def verify(module, client_factory=boto3_client):
