@@ -24,7 +24,9 @@ import json
 import re
 
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
+from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
+from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 
 FORMAT_VERSION = 1
 KIND_SUFFIX = {"physical": "F", "logical": "L"}
@@ -214,3 +216,55 @@ def latest_complete(client, bucket, prefix, kind="physical"):
         if record is not None and record.get("status") == "complete":
             return record
     return None
+
+
+def resolve_prefix(params):
+    """``prefix``, else ``pgbackup/<cluster_name>`` (the rule of ``rtx.dr.pg_basebackup``), normalized.
+
+    Tools that read a bucket cannot ask the server for its ``cluster_name``:
+    one of the two options is required.
+    """
+    if params.get("prefix"):
+        return normalize_prefix(params["prefix"])
+    if params.get("cluster_name"):
+        return normalize_prefix("pgbackup/%s" % params["cluster_name"])
+    raise InvalidValueError(
+        "Neither prefix nor cluster_name is set: cannot tell where the backups are in the bucket",
+        hint="Set prefix to the backups' key prefix, or cluster_name when pg_basebackup used its default "
+        "prefix pgbackup/<cluster_name>.",
+    )
+
+
+def wal_prefix(prefix):
+    """``<prefix>/wal/``."""
+    prefix = normalize_prefix(prefix)
+    return (prefix + "/wal/") if prefix else "wal/"
+
+
+def check_bucket(s3, bucket, endpoint=None, missing_note="", permissions="s3:ListBucket and s3:GetObject"):
+    """Raise a clear error when ``bucket`` is missing, denied or the endpoint does not answer.
+
+    ``missing_note`` ends the message of a missing or denied bucket (what did
+    not happen, e.g. ": nothing was deleted"); ``permissions`` names what the
+    credentials need.
+    """
+    where = " at %s" % endpoint if endpoint else ""
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        error = error_from_boto(exc, "checking bucket %s (option bucket)%s" % (bucket, where), {"bucket": bucket})
+        code = error.details.get("error_code")
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            error = RtxDrError(
+                "Bucket %s (option bucket) does not exist%s%s" % (bucket, where, missing_note),
+                hint="Check the bucket, region and endpoint_url options (the bucket pg_basebackup writes to).",
+                details={"bucket": bucket},
+            )
+        elif code in ("403", "AccessDenied"):
+            error.msg = "Access to bucket %s (option bucket) is denied%s%s" % (bucket, where, missing_note)
+            error.hint = "Grant the credentials in use %s on the bucket (and the KMS permissions on the backup key)." \
+                % permissions
+        elif isinstance(error, ConnectionFailedError):
+            error.msg = "Cannot reach the S3 endpoint%s (options endpoint_url/region) to read bucket %s: %s" % (
+                where, bucket, error.msg)
+        raise error from None

@@ -39,8 +39,9 @@ from __future__ import annotations
 import datetime
 
 from ansible_collections.rtx.dr.plugins.module_utils import catalog
+from ansible_collections.rtx.dr.plugins.module_utils.catalog import resolve_prefix
+from ansible_collections.rtx.dr.plugins.module_utils.catalog import wal_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
-from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 
@@ -325,49 +326,6 @@ def plan_retention(records, now, policy=None, wal_keys=None):
 # --------------------------------------------------------------------------
 
 
-def resolve_prefix(params):
-    """``prefix``, else ``pgbackup/<cluster_name>`` (as rtx.dr.pg_basebackup), normalized."""
-    if params.get("prefix"):
-        return catalog.normalize_prefix(params["prefix"])
-    if params.get("cluster_name"):
-        return catalog.normalize_prefix("pgbackup/%s" % params["cluster_name"])
-    raise InvalidValueError(
-        "Neither prefix nor cluster_name is set: cannot tell where the backups are in the bucket",
-        hint="Set prefix to the backups' key prefix, or cluster_name when pg_basebackup used its default "
-        "prefix pgbackup/<cluster_name>.",
-    )
-
-
-def wal_prefix(prefix):
-    """``<prefix>/wal/``."""
-    prefix = catalog.normalize_prefix(prefix)
-    return (prefix + "/wal/") if prefix else "wal/"
-
-
-def check_bucket(s3, bucket, endpoint=None):
-    """Raise a clear error when ``bucket`` is missing, denied or the endpoint does not answer."""
-    where = " at %s" % endpoint if endpoint else ""
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        error = error_from_boto(exc, "checking bucket %s (option bucket)%s" % (bucket, where), {"bucket": bucket})
-        code = error.details.get("error_code")
-        if code in ("404", "NoSuchBucket", "NotFound"):
-            error = RtxDrError(
-                "Bucket %s (option bucket) does not exist%s: nothing was deleted" % (bucket, where),
-                hint="Check the bucket, region and endpoint_url options (the bucket pg_basebackup writes to).",
-                details={"bucket": bucket},
-            )
-        elif code in ("403", "AccessDenied"):
-            error.msg = "Access to bucket %s (option bucket) is denied%s: nothing was deleted" % (bucket, where)
-            error.hint = "Grant the credentials in use s3:ListBucket, s3:GetObject, s3:PutObject and " \
-                "s3:DeleteObject on the bucket (and kms:GenerateDataKey/kms:Decrypt on the backup key)."
-        elif isinstance(error, ConnectionFailedError):
-            error.msg = "Cannot reach the S3 endpoint%s (options endpoint_url/region) to read bucket %s: %s" % (
-                where, bucket, error.msg)
-        raise error from None
-
-
 def list_keys(s3, bucket, prefix):
     """Every current object key under ``prefix``, sorted."""
     keys = []
@@ -519,7 +477,8 @@ def run_retention(params, s3, check_mode=False, now=None, log=None):
     prefix = resolve_prefix(params)
     bucket = params["bucket"]
     now = _utc(now or catalog.utc_now())
-    check_bucket(s3, bucket, params.get("endpoint_url"))
+    catalog.check_bucket(s3, bucket, params.get("endpoint_url"), missing_note=": nothing was deleted",
+                         permissions="s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject")
     records, warnings = read_records(s3, bucket, prefix)
     wal_keys = list_keys(s3, bucket, wal_prefix(prefix))
     plan = plan_retention(records, now, policy, wal_keys)

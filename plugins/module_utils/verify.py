@@ -41,13 +41,14 @@ import json
 import time
 
 from ansible_collections.rtx.dr.plugins.module_utils import catalog
+from ansible_collections.rtx.dr.plugins.module_utils.catalog import resolve_prefix
+from ansible_collections.rtx.dr.plugins.module_utils.catalog import wal_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
 from ansible_collections.rtx.dr.plugins.module_utils.backup import manifest_checksum_ok
 from ansible_collections.rtx.dr.plugins.module_utils.backup import parse_backup_label
 from ansible_collections.rtx.dr.plugins.module_utils.compress import METHODS
 from ansible_collections.rtx.dr.plugins.module_utils.compress import new_decompressor
-from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import DEFAULT_WAL_SEGMENT_SIZE
@@ -156,23 +157,6 @@ def read_only_kms(client):
 # --------------------------------------------------------------------------
 # Options
 # --------------------------------------------------------------------------
-
-
-def resolve_prefix(params):
-    """``prefix``, else ``pgbackup/<cluster_name>`` (the rule of ``rtx.dr.pg_basebackup``), normalized.
-
-    Unlike the backup, verification cannot ask the server for its ``cluster_name``:
-    one of the two options is required.
-    """
-    if params.get("prefix"):
-        return catalog.normalize_prefix(params["prefix"])
-    if params.get("cluster_name"):
-        return catalog.normalize_prefix("pgbackup/%s" % params["cluster_name"])
-    raise InvalidValueError(
-        "Neither prefix nor cluster_name is set: cannot tell where the backups are in the bucket",
-        hint="Set prefix to the backups' key prefix, or cluster_name when pg_basebackup used its default "
-        "prefix pgbackup/<cluster_name>.",
-    )
 
 
 def check_options(params):
@@ -333,30 +317,6 @@ def failure_message(results, bucket):
 # --------------------------------------------------------------------------
 # S3 reads
 # --------------------------------------------------------------------------
-
-
-def check_bucket(s3, bucket, endpoint=None):
-    """Raise a clear error when ``bucket`` cannot be read (missing, denied, endpoint down)."""
-    where = " at %s" % endpoint if endpoint else ""
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        error = error_from_boto(exc, "checking bucket %s (option bucket)%s" % (bucket, where), {"bucket": bucket})
-        code = error.details.get("error_code")
-        if code in ("404", "NoSuchBucket", "NotFound"):
-            error = RtxDrError(
-                "Bucket %s (option bucket) does not exist%s: there is nothing to verify" % (bucket, where),
-                hint="Check the bucket, region and endpoint_url options (the bucket pg_basebackup wrote to).",
-                details={"bucket": bucket},
-            )
-        elif code in ("403", "AccessDenied"):
-            error.msg = "Access to bucket %s (option bucket) is denied%s" % (bucket, where)
-            error.hint = "Grant the credentials in use s3:ListBucket and s3:GetObject on the bucket " \
-                "(and kms:Decrypt, kms:DescribeKey on the backup key)."
-        elif isinstance(error, ConnectionFailedError):
-            error.msg = "Cannot reach the S3 endpoint%s (options endpoint_url/region) to read bucket %s: %s" % (
-                where, bucket, error.msg)
-        raise error from None
 
 
 class ObjectReader:
@@ -887,12 +847,6 @@ class Verifier:
                       "%s: %s" % (len(missing), start, stop, record.get("timeline"), where, _quote_names(missing)))
 
 
-def wal_prefix(prefix):
-    """``<prefix>/wal/``."""
-    prefix = catalog.normalize_prefix(prefix)
-    return (prefix + "/wal/") if prefix else "wal/"
-
-
 def find_archived_wal(s3, bucket, prefix, segments):
     """Which of ``segments`` are in the WAL archive: ``{segment: key}``.
 
@@ -931,7 +885,7 @@ def verify_backups(params, s3, kms=None, log=None):
         require_encryption=params.get("require_encryption", True) is not False,
         log=log,
     )
-    check_bucket(verifier.s3, bucket, params.get("endpoint_url"))
+    catalog.check_bucket(verifier.s3, bucket, params.get("endpoint_url"), missing_note=": there is nothing to verify")
     verifier.resolve_expected_key()
     selected, skipped = verifier.select(select, backup_id, kind)
     results = [verifier.verify(*item) for item in selected]
