@@ -78,6 +78,7 @@ BACKUP_OPTIONS = dict(
     stale_upload_seconds=dict(type="int", default=3600),
     progress_interval=dict(type="int", default=30),
     timeout=dict(type="int", default=0),
+    require_bucket_encryption=dict(type="bool", default=True),
 )
 
 
@@ -495,23 +496,33 @@ class BackupRun:
         _quote_ident(params.get("audit_schema") or "dr", "audit_schema")
 
     def _check_bucket(self):
+        catalog.check_bucket(self.s3, self.bucket, self.params.get("endpoint_url"),
+                             missing_note=": nothing was backed up",
+                             permissions="s3:ListBucket, s3:PutObject, s3:GetObject, s3:AbortMultipartUpload "
+                             "and s3:ListBucketMultipartUploads")
+        if self.sse and self.params.get("require_bucket_encryption", True):
+            self._check_bucket_encryption()
+
+    def _check_bucket_encryption(self):
+        """Refuse a bucket without default SSE-KMS: it is not a bucket set up for backups."""
         try:
-            self.s3.head_bucket(Bucket=self.bucket)
+            config = self.s3.get_bucket_encryption(Bucket=self.bucket)
+            rules = (config.get("ServerSideEncryptionConfiguration") or {}).get("Rules") or []
         except Exception as exc:  # pylint: disable=broad-exception-caught
-            error = error_from_boto(exc, "checking bucket %s (option bucket)" % self.bucket, {"bucket": self.bucket})
-            code = error.details.get("error_code")
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                error = RtxDrError(
-                    "Bucket %s (option bucket) does not exist at the S3 endpoint" % self.bucket,
-                    hint="Create the bucket (with its encryption and lifecycle settings) first, or fix the "
-                    "bucket, region or endpoint_url options.",
-                    details={"bucket": self.bucket},
-                )
-            elif code in ("403", "AccessDenied"):
-                error.msg = "Access to bucket %s (option bucket) is denied" % self.bucket
-                error.hint = "Grant the credentials in use s3:ListBucket, s3:PutObject, s3:GetObject, " \
-                    "s3:AbortMultipartUpload and s3:ListBucketMultipartUploads on the bucket."
-            raise error from None
+            code = ((getattr(exc, "response", None) or {}).get("Error") or {}).get("Code")
+            if code != "ServerSideEncryptionConfigurationNotFoundError":
+                raise error_from_boto(exc, "reading the default encryption of bucket %s (option bucket)" % self.bucket,
+                                      {"bucket": self.bucket}) from None
+            rules = []
+        algorithms = [(r.get("ApplyServerSideEncryptionByDefault") or {}).get("SSEAlgorithm") for r in rules]
+        if not any(a in ("aws:kms", "aws:kms:dsse") for a in algorithms):
+            raise RtxDrError(
+                "Bucket %s (option bucket) has no default SSE-KMS encryption (found: %s): nothing was backed up"
+                % (self.bucket, ", ".join(a for a in algorithms if a) or "none"),
+                hint="Set the bucket up with the rtx.dr.s3_storage role (site.yml), or, if another control already "
+                "enforces encryption, set require_bucket_encryption: false.",
+                details={"bucket": self.bucket, "bucket_encryption": algorithms},
+            )
 
     def _check_kms(self):
         key_id = self.params.get("kms_key_id")

@@ -91,6 +91,12 @@ options:
       - The KMS key for SSE-KMS, as C(alias/<name>), key id or key ARN.
       - Required when O(encryption=aws:kms); the module refuses to run without it.
     type: str
+  require_bucket_encryption:
+    description:
+      - With O(encryption=aws:kms), refuse (before any data moves) a bucket whose default encryption is not
+        SSE-KMS, because such a bucket was not set up for backups (see the role C(rtx.dr.s3_storage)).
+    type: bool
+    default: true
   part_size_mb:
     description:
       - Size of each S3 multipart upload part in MiB (at least 5). At most two parts are held in memory.

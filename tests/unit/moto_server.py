@@ -127,9 +127,11 @@ def kms_client(aws_params):
 
 @pytest.fixture
 def bucket(s3_client):
-    """A new, empty bucket for one test."""
+    """A new, empty bucket for one test, with default SSE-KMS encryption (as rtx.dr.s3_storage sets up)."""
     name = "rtx-test-%s" % uuid.uuid4().hex[:12]
     s3_client.create_bucket(Bucket=name)
+    s3_client.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
     return name
 
 

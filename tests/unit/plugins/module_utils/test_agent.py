@@ -130,6 +130,8 @@ def aws(moto_url):  # noqa: F811 pylint: disable=redefined-outer-name
     kms = boto3.client("kms", **kwargs)
     bucket = "rtx-agent-%s" % uuid.uuid4().hex[:10]
     s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
     key = kms.create_key(Description="rtx.dr agent test")["KeyMetadata"]
     alias = "alias/rtx-agent-%s" % uuid.uuid4().hex[:8]
     kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])

@@ -312,7 +312,8 @@ def test_metadata_and_plain_objects(s3_client, kms_client, bucket, kms_key):
     record = synth_physical(s3_client, bucket, kms_key["arn"])
     base = record["objects"][0]
     body = s3_client.get_object(Bucket=bucket, Key=base["key"])["Body"].read()
-    # same bytes, no SSE-KMS, wrong sha256 metadata
+    # same bytes, no SSE-KMS (a bucket without default encryption), wrong sha256 metadata
+    s3_client.delete_bucket_encryption(Bucket=bucket)
     put(s3_client, bucket, base["key"], body, {}, sha="f" * 64)
     findings, entry = checks_of(run_verify(s3_client, bucket, kms_client))
     assert set(findings) == {"encryption", "metadata_sha256"}

@@ -96,6 +96,19 @@ def test_unknown_kms_key_fails_cleanly(pg_cluster, aws_params, s3_client, bucket
     assert "Contents" not in s3_client.list_objects_v2(Bucket=bucket)
 
 
+def test_bucket_without_sse_kms_is_refused_before_data_moves(pg_cluster, aws_params, s3_client, kms_key,
+                                                             run_module):
+    plain = "rtx-plain-%s" % kms_key["key_id"][:8]
+    s3_client.create_bucket(Bucket=plain)
+    args = module_args(pg_cluster, aws_params, plain, kms_key_id=kms_key["alias"])
+    failed, result = run_module(pg_basebackup.main, args)
+    assert failed
+    assert "Bucket %s (option bucket) has no default SSE-KMS encryption" % plain in result["msg"]
+    assert "nothing was backed up" in result["msg"] and "s3_storage" in result["hint"]
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=plain)
+    assert not s3_client.list_multipart_uploads(Bucket=plain).get("Uploads")
+
+
 @pytest.mark.parametrize("overrides,needle", [
     ({"compression": "gzip", "compression_level": 12}, "compression_level"),
     ({"part_size_mb": 2}, "part_size_mb"),
