@@ -28,6 +28,9 @@ if action == "setup":
     kms = boto3.client("kms", **kw)
     key = kms.create_key(Description="rtx.dr backup benchmark")["KeyMetadata"]
     kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    # Default SSE-KMS, as rtx.dr.s3_storage sets a backup bucket up (pg_basebackup refuses others).
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
+        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key["Arn"]}}]})
     print(key["Arn"])
 elif action == "catalog":
     prefix, backup_id = args

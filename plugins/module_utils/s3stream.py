@@ -112,7 +112,9 @@ class StreamUploader:
         self.size += len(data)
         self._buffer += data
         while len(self._buffer) >= self.part_size:
-            part = bytes(self._buffer[:self.part_size])
+            # One copy of the part (a bytearray slice would make a second one first).
+            with memoryview(self._buffer) as view:
+                part = bytes(view[:self.part_size])
             del self._buffer[:self.part_size]
             self._send_part(part)
 
