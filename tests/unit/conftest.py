@@ -389,3 +389,47 @@ def pg_cluster():
     if _CLUSTER_STATE["error"]:
         pytest.fail(_CLUSTER_STATE["error"])
     return _CLUSTER_STATE["cluster"]
+
+
+# --------------------------------------------------------------------------
+# Module documentation
+# --------------------------------------------------------------------------
+
+_FRAGMENTS = {
+    "rtx.dr.postgres": "ansible_collections.rtx.dr.plugins.doc_fragments.postgres",
+    "rtx.dr.aws": "ansible_collections.rtx.dr.plugins.doc_fragments.aws",
+}
+
+
+@pytest.fixture
+def doc_matches_spec():
+    """``doc_matches_spec(module) -> doc``: DOCUMENTATION (with its rtx.dr fragments) matches argument_spec().
+
+    Every option is documented with the spec's type, default, choices and
+    required flag, and nothing undocumented is accepted; EXAMPLES and RETURN
+    are valid YAML. Returns the parsed DOCUMENTATION for further checks.
+    """
+    import importlib  # pylint: disable=import-outside-toplevel
+
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    def check(module):
+        doc = yaml.safe_load(module.DOCUMENTATION)
+        options = {}
+        for fragment in doc.get("extends_documentation_fragment") or []:
+            if fragment in _FRAGMENTS:
+                fragment_doc = importlib.import_module(_FRAGMENTS[fragment]).ModuleDocFragment.DOCUMENTATION
+                options.update(yaml.safe_load(fragment_doc)["options"])
+        options.update(doc["options"])
+        spec = module.argument_spec()
+        assert set(options) == set(spec)
+        for name, arg in spec.items():
+            assert options[name].get("type", "str") == arg.get("type", "str"), name
+            assert options[name].get("default") == arg.get("default"), name
+            assert options[name].get("choices") == arg.get("choices"), name
+            assert bool(options[name].get("required")) == bool(arg.get("required")), name
+        yaml.safe_load(module.EXAMPLES)
+        yaml.safe_load(module.RETURN)
+        return doc
+
+    return check

@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from moto_server import aws_params, bucket, kms_client, kms_key, moto_url, s3_client  # noqa: E402,F401 pylint: disable=unused-import,wrong-import-position
 
-from ansible_collections.rtx.dr.plugins.doc_fragments.aws import ModuleDocFragment as AwsDoc  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils import catalog  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils import retention  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError  # noqa: E402 pylint: disable=wrong-import-position
@@ -29,19 +28,9 @@ PREFIX = "pgbackup/rettest"
 WAL = PREFIX + "/wal/"
 
 
-def test_documentation_matches_argument_spec():
-    doc = yaml.safe_load(backup_retention.DOCUMENTATION)
-    options = dict(yaml.safe_load(AwsDoc.DOCUMENTATION)["options"])
-    options.update(doc["options"])
-    spec = backup_retention.argument_spec()
-    assert set(options) == set(spec)
-    for name, arg in spec.items():
-        assert options[name].get("type", "str") == arg.get("type", "str"), name
-        assert options[name].get("default") == arg.get("default"), name
-        assert options[name].get("choices") == arg.get("choices"), name
-        assert bool(options[name].get("required")) == bool(arg.get("required")), name
+def test_documentation_matches_argument_spec(doc_matches_spec):
+    doc = doc_matches_spec(backup_retention)
     assert "rtx.dr.aws" in doc["extends_documentation_fragment"]
-    yaml.safe_load(backup_retention.EXAMPLES)
     returned = yaml.safe_load(backup_retention.RETURN)
     assert {"keep", "delete", "wal_keep_from", "wal_delete_keys", "deleted_objects"} <= set(returned)
 

@@ -14,7 +14,6 @@ import yaml
 
 from ansible.module_utils import basic
 
-from ansible_collections.rtx.dr.plugins.doc_fragments.postgres import ModuleDocFragment
 from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import MissingLibraryError
 from ansible_collections.rtx.dr.plugins.module_utils.node_info import NODE_INFO_KEYS
@@ -42,15 +41,8 @@ def warnings(monkeypatch):
 # --------------------------------------------------------------------------
 
 
-def test_documentation_matches_argument_spec():
-    doc = yaml.safe_load(pg_node_info.DOCUMENTATION)
-    options = dict(yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"])
-    options.update(doc["options"])
-    spec = pg_node_info.argument_spec()
-    assert set(options) == set(spec)
-    for name, arg in spec.items():
-        assert options[name].get("type", "str") == arg.get("type", "str"), name
-        assert options[name].get("default") == arg.get("default"), name
+def test_documentation_matches_argument_spec(doc_matches_spec):
+    doc = doc_matches_spec(pg_node_info)
     assert "rtx.dr.postgres" in doc["extends_documentation_fragment"]
     assert doc["attributes"]["check_mode"]["support"] == "full"
 

@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from moto_server import aws_params, bucket, kms_client, kms_key, moto_url, s3_client  # noqa: E402,F401 pylint: disable=unused-import,wrong-import-position
 
-from ansible_collections.rtx.dr.plugins.doc_fragments.aws import ModuleDocFragment as AwsDoc  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils import backup  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils import catalog  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils import verify  # noqa: E402 pylint: disable=wrong-import-position
@@ -66,19 +65,9 @@ def physical(pg_cluster, aws_params, s3_client, kms_client, bucket, kms_key):
     return make_backup(pg_cluster, aws_params, s3_client, kms_client, bucket, kms_key["alias"])
 
 
-def test_documentation_matches_argument_spec():
-    doc = yaml.safe_load(s3_backup_verify.DOCUMENTATION)
-    options = dict(yaml.safe_load(AwsDoc.DOCUMENTATION)["options"])
-    options.update(doc["options"])
-    spec = s3_backup_verify.argument_spec()
-    assert set(options) == set(spec)
-    for name, arg in spec.items():
-        assert options[name].get("type", "str") == arg.get("type", "str"), name
-        assert options[name].get("default") == arg.get("default"), name
-        assert options[name].get("choices") == arg.get("choices"), name
-        assert bool(options[name].get("required")) == bool(arg.get("required")), name
+def test_documentation_matches_argument_spec(doc_matches_spec):
+    doc = doc_matches_spec(s3_backup_verify)
     assert "rtx.dr.aws" in doc["extends_documentation_fragment"]
-    yaml.safe_load(s3_backup_verify.EXAMPLES)
 
 
 def test_physical_backup_verifies(physical, aws_params, s3_client, kms_client, bucket, kms_key, run_module):
