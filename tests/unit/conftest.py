@@ -251,6 +251,20 @@ class PgCluster:
         args.update(overrides)
         return args
 
+    def sql(self, port, statement, params=None):
+        """Run one statement as postgres on ``port`` (autocommit); return its first row or None."""
+        import psycopg2  # pylint: disable=import-outside-toplevel
+
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", password=PG_PASSWORD,
+                                dbname="postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(statement, params)
+                return cur.fetchone() if cur.description else None
+        finally:
+            conn.close()
+
     # -- setup --------------------------------------------------------------
     def create_standby(self, datadir, port, name, slot):
         self.run(
@@ -399,6 +413,37 @@ _FRAGMENTS = {
     "rtx.dr.postgres": "ansible_collections.rtx.dr.plugins.doc_fragments.postgres",
     "rtx.dr.aws": "ansible_collections.rtx.dr.plugins.doc_fragments.aws",
 }
+
+
+@pytest.fixture
+def fresh_standby(pg_cluster):
+    """``(port, datadir)`` of a new standby streaming from the shared primary; stopped and removed afterwards.
+
+    For tests that change a standby (promotion) without touching the shared one.
+    """
+    import uuid  # pylint: disable=import-outside-toplevel
+
+    name = "rtxtest_promote_%s" % uuid.uuid4().hex[:8]
+    datadir = os.path.join(pg_cluster.base, name)
+    port = free_port()
+    try:
+        pg_cluster.create_standby(datadir, port, name, name + "_slot")
+        pg_cluster.wait_streaming(name)
+        yield port, datadir
+    finally:
+        pg_cluster.stop(datadir)
+        pg_cluster.sql(pg_cluster.primary_port,
+                       "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                       (name + "_slot",))
+        shutil.rmtree(datadir, ignore_errors=True)
+        if os.path.exists(datadir + ".log"):
+            os.unlink(datadir + ".log")
+
+
+@pytest.fixture
+def unused_port():
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    return free_port()
 
 
 @pytest.fixture

@@ -8,9 +8,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import uuid
 
 import pytest
 
@@ -211,46 +208,6 @@ def test_server_down_message():
         promote(refuse, PARAMS)
     assert "Is PostgreSQL running on db1" in exc.value.msg
     assert exc.value.server_down and exc.value.details["reason"] == "unreachable"
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def sql(pg_cluster, port, statement, params=None):
-    import psycopg2  # pylint: disable=import-outside-toplevel
-
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres",
-                            password=pg_cluster.params()["login_password"], dbname="postgres")
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchone() if cur.description else None
-    finally:
-        conn.close()
-
-
-@pytest.fixture
-def fresh_standby(pg_cluster):
-    """``(port, datadir)`` of a new standby streaming from the shared primary; stopped and removed afterwards."""
-    name = "rtxtest_promote_%s" % uuid.uuid4().hex[:8]
-    datadir = os.path.join(pg_cluster.base, name)
-    port = free_port()
-    try:
-        pg_cluster.create_standby(datadir, port, name, name + "_slot")
-        pg_cluster.wait_streaming(name)
-        yield port, datadir
-    finally:
-        pg_cluster.stop(datadir)
-        sql(pg_cluster, pg_cluster.primary_port,
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-            (name + "_slot",))
-        shutil.rmtree(datadir, ignore_errors=True)
-        if os.path.exists(datadir + ".log"):
-            os.unlink(datadir + ".log")
 
 
 # --------------------------------------------------------------------------

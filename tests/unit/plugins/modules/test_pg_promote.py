@@ -7,11 +7,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import time
-import uuid
 
 import pytest
 import yaml
@@ -21,48 +17,8 @@ from ansible_collections.rtx.dr.plugins.module_utils.promote import RESULT_KEYS
 from ansible_collections.rtx.dr.plugins.modules import pg_promote
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def sql(pg_cluster, port, statement, params=None):
-    import psycopg2  # pylint: disable=import-outside-toplevel
-
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres",
-                            password=pg_cluster.params()["login_password"], dbname="postgres")
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchone() if cur.description else None
-    finally:
-        conn.close()
-
-
 def in_recovery(pg_cluster, port):
-    return sql(pg_cluster, port, "SELECT pg_is_in_recovery()")[0]
-
-
-@pytest.fixture
-def fresh_standby(pg_cluster):
-    """``(port, datadir)`` of a new standby streaming from the shared primary; stopped and removed afterwards."""
-    name = "rtxtest_promote_%s" % uuid.uuid4().hex[:8]
-    datadir = os.path.join(pg_cluster.base, name)
-    port = free_port()
-    try:
-        pg_cluster.create_standby(datadir, port, name, name + "_slot")
-        pg_cluster.wait_streaming(name)
-        yield port, datadir
-    finally:
-        pg_cluster.stop(datadir)
-        sql(pg_cluster, pg_cluster.primary_port,
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-            (name + "_slot",))
-        shutil.rmtree(datadir, ignore_errors=True)
-        if os.path.exists(datadir + ".log"):
-            os.unlink(datadir + ".log")
+    return pg_cluster.sql(port, "SELECT pg_is_in_recovery()")[0]
 
 
 # --------------------------------------------------------------------------
@@ -116,8 +72,8 @@ def test_primary_with_expect_primary_ok_false_is_not_a_standby(run_module, pg_cl
     assert "expect_primary_ok" in result["hint"]
 
 
-def test_server_down_is_a_clear_error(run_module, pg_cluster):
-    port = free_port()
+def test_server_down_is_a_clear_error(run_module, pg_cluster, unused_port):
+    port = unused_port
     failed, result = run_module(pg_promote.main, pg_cluster.module_args(port=port, connect_timeout=2))
     assert failed
     assert result["msg"].startswith("Cannot connect to PostgreSQL at 127.0.0.1 port %d" % port)
@@ -144,17 +100,17 @@ def test_promote_fresh_standby_then_rerun(run_module, pg_cluster, fresh_standby)
     args = pg_cluster.module_args(port=port, replay_timeout=1)
 
     # Paused replay: wait_replay times out with both positions and the gap, and nothing is promoted.
-    sql(pg_cluster, port, "SELECT pg_wal_replay_pause()")
-    sql(pg_cluster, pg_cluster.primary_port, "SELECT pg_logical_emit_message(false, 'rtx_promote_test', 'x')")
-    sql(pg_cluster, pg_cluster.primary_port, "SELECT pg_switch_wal()")
-    wait_until(lambda: sql(pg_cluster, port, "SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")[0])
+    pg_cluster.sql(port, "SELECT pg_wal_replay_pause()")
+    pg_cluster.sql(pg_cluster.primary_port, "SELECT pg_logical_emit_message(false, 'rtx_promote_test', 'x')")
+    pg_cluster.sql(pg_cluster.primary_port, "SELECT pg_switch_wal()")
+    wait_until(lambda: pg_cluster.sql(port, "SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")[0])
     failed, result = run_module(pg_promote.main, args)
     assert failed
     assert "replay_timeout=1" in result["msg"] and "bytes not replayed" in result["msg"]
     assert result["replay_lag_bytes"] > 0
     assert result["receive_lsn"] in result["msg"] and result["replay_lsn"] in result["msg"]
     assert in_recovery(pg_cluster, port) is True
-    sql(pg_cluster, port, "SELECT pg_wal_replay_resume()")
+    pg_cluster.sql(port, "SELECT pg_wal_replay_resume()")
 
     failed, result = run_module(pg_promote.main, dict(args, replay_timeout=30))
     assert not failed, result
