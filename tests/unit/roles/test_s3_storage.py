@@ -32,15 +32,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moto_server import start_moto_server, stop_moto_server  # noqa: E402 pylint: disable=wrong-import-position
 
 boto3 = pytest.importorskip("boto3")
 
@@ -69,43 +68,17 @@ pytestmark = pytest.mark.skipif(
 # fixtures and helpers
 # --------------------------------------------------------------------------
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def moto_url(tmp_path_factory):
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(  # pylint: disable=consider-using-with
-            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
+def moto_url():
+    """A moto server of this module's own: every test module starts from an empty endpoint."""
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto_server exited with {proc.returncode}: {log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):
-                    break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not answer on {url}: {log.read_text()}")
-                time.sleep(0.2)
+        proc, url = start_moto_server()
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.fail("moto_server could not start: %s" % exc)
+    try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_moto_server(proc)
 
 
 @pytest.fixture(scope="module")
