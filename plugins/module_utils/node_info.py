@@ -52,6 +52,7 @@ NODE_INFO_KEYS = (
     "wal_receiver",
     "replication",
     "wal_segment_size",
+    "upstream_host",
 ) + SETTINGS
 
 WAL_RECEIVER_KEYS = (
@@ -133,11 +134,56 @@ def _optional(conn, sql, warnings, what):
         return None
 
 
+def conninfo_host(conninfo):
+    """The ``host`` of a libpq key/value connection string, or None.
+
+    Only the host is ever returned: a ``primary_conninfo`` may hold a password,
+    which must not reach a module result. Quoted values (``host='a b'``) and
+    backslash escapes are handled as libpq does; URIs are not parsed.
+    """
+    if not conninfo:
+        return None
+    text = conninfo
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i].isspace():
+            i += 1
+        key_start = i
+        while i < n and text[i] not in "= \t\n":
+            i += 1
+        key = text[key_start:i]
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n or text[i] != "=":
+            return None
+        i += 1
+        while i < n and text[i].isspace():
+            i += 1
+        value = []
+        if i < n and text[i] == "'":
+            i += 1
+            while i < n and text[i] != "'":
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(text[i])
+                i += 1
+            i += 1
+        else:
+            while i < n and not text[i].isspace():
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(text[i])
+                i += 1
+        if key == "host":
+            return "".join(value) or None
+    return None
+
+
 def _settings(conn):
     rows = query_all(
         conn,
         "SELECT name, setting FROM pg_catalog.pg_settings WHERE name = ANY(%s)",
-        (["server_version", "server_version_num", "wal_segment_size"] + list(SETTINGS),),
+        (["server_version", "server_version_num", "wal_segment_size", "primary_conninfo"] + list(SETTINGS),),
     )
     return dict((row["name"], row["setting"]) for row in rows)
 
@@ -232,6 +278,7 @@ def gather_node_info(conn):
         row = _optional(conn, "SELECT pg_catalog.pg_is_wal_replay_paused() AS p", warnings, "replay pause state")
         info["replay_paused"] = bool(row["p"]) if row else None
         info["wal_receiver"] = _wal_receiver(conn, warnings)
+        info["upstream_host"] = conninfo_host(settings.get("primary_conninfo"))
         received_tli = (info["wal_receiver"] or {}).get("received_tli")
         info["timeline"] = received_tli or checkpoint_timeline
         reference_lsn = info["receive_lsn"] or info["replay_lsn"]

@@ -153,6 +153,13 @@ replay_paused:
   returned: always
   type: bool
   sample: false
+upstream_host:
+  description:
+    - On a standby, the C(host) of its C(primary_conninfo) (the server it is configured to stream from); V(null)
+      on a primary or when not set. Only the host is returned, never the connection string (it may hold a password).
+  returned: always
+  type: str
+  sample: db-east-1
 wal_receiver:
   description: On a standby with a running WAL receiver, its row of C(pg_stat_wal_receiver); else V(null).
   returned: always

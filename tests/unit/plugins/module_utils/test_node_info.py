@@ -17,6 +17,7 @@ import pytest
 from ansible_collections.rtx.dr.plugins.module_utils.errors import QueryFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 from ansible_collections.rtx.dr.plugins.module_utils.node_info import NODE_INFO_KEYS
+from ansible_collections.rtx.dr.plugins.module_utils.node_info import conninfo_host
 from ansible_collections.rtx.dr.plugins.module_utils.node_info import empty_node_info
 from ansible_collections.rtx.dr.plugins.module_utils.node_info import gather_node_info
 from ansible_collections.rtx.dr.plugins.module_utils.node_info import to_jsonable
@@ -224,3 +225,84 @@ def test_empty_node_info_shape():
 )
 def test_to_jsonable(value, expected):
     assert to_jsonable(value) == expected
+
+
+@pytest.mark.parametrize(
+    "conninfo, expected",
+    [
+        ("host=db-east-1 port=5432 user=replicator", "db-east-1"),
+        ("port=5432 host=10.0.0.5 application_name=db-east-2", "10.0.0.5"),
+        ("host='db east 1' port=5432", "db east 1"),
+        (r"host='it\'s-db' port=5432", "it's-db"),
+        (r"host=back\ slash port=1", "back slash"),
+        ("host = db-east-1 port = 5432", "db-east-1"),
+        ("host =db-east-1", "db-east-1"),
+        ("  host=  db-east-1  ", "db-east-1"),
+        ("host=db-east-1\nport=5432", "db-east-1"),
+        ("user=rep\thost=db-east-1", "db-east-1"),
+        ("port=5432 user=replicator", None),
+        ("hostaddr=10.0.0.5 port=5432", None),
+        ("hostaddr=10.0.0.5 host=db-east-1", "db-east-1"),
+        # As libpq: blanks after "=" are skipped, so the next word is the value.
+        ("host= port=5432", "port=5432"),
+        ("host='' port=5432", None),
+        ("host=", None),
+        ("", None),
+        (None, None),
+        ("host", None),
+        ("garbage", None),
+    ],
+)
+def test_conninfo_host(conninfo, expected):
+    assert conninfo_host(conninfo) == expected
+
+
+@pytest.mark.parametrize(
+    "conninfo",
+    [
+        "user=rep password=s3cret host=db-east-1 sslmode=require",
+        "password='s3cret host=evil' host=db-east-1",
+        r"password='s3\'cret host=evil' host=db-east-1",
+    ],
+)
+def test_conninfo_host_returns_only_the_host(conninfo):
+    assert conninfo_host(conninfo) == "db-east-1"
+
+
+@pytest.mark.parametrize(
+    "conninfo",
+    [
+        "postgresql://rep:s3cret@db-east-1:5432/postgres",
+        "postgresql://rep:s3cret@db-east-1/postgres?host=other",
+        "password=s3cret port",
+    ],
+)
+def test_conninfo_host_never_returns_other_text(conninfo):
+    # URIs are not parsed and broken strings give None: never a piece holding the password.
+    assert conninfo_host(conninfo) is None
+
+
+def test_standby_upstream_host_comes_from_primary_conninfo_without_the_password():
+    conninfo = "host=db-east-1 port=5432 user=rep password=s3cret application_name=db-east-2"
+    script = primary_script(**{
+        "pg_settings": SETTINGS_ROWS + [{"name": "primary_conninfo", "setting": conninfo}],
+        "pg_is_in_recovery": [{"r": True}],
+        "pg_last_wal_receive_lsn": [{"receive_lsn": "0/5000148", "replay_lsn": "0/5000100", "last_replay_time": None}],
+        "pg_is_wal_replay_paused": [{"p": False}],
+        "pg_stat_wal_receiver": [],
+        "pg_stat_replication": [],
+    })
+    info, warnings = gather_node_info(ScriptedConnection(script))
+    assert warnings == []
+    assert info["upstream_host"] == "db-east-1"
+    assert "s3cret" not in json.dumps(info)
+    assert "primary_conninfo" not in info
+
+
+def test_primary_has_no_upstream_host():
+    script = primary_script(**{
+        "pg_settings": SETTINGS_ROWS + [{"name": "primary_conninfo", "setting": "host=db-old password=s3cret"}],
+    })
+    info, _warnings = gather_node_info(ScriptedConnection(script))
+    assert info["upstream_host"] is None
+    assert "s3cret" not in json.dumps(info)

@@ -158,6 +158,7 @@ def test_primary(run_module, pg_cluster, warnings):
     assert result["synchronous_commit"] == "off"
     assert result["synchronous_standby_names"] == ""
     assert result["primary_slot_name"] == ""
+    assert result["upstream_host"] is None
     assert os.path.realpath(result["data_directory"]) == os.path.realpath(pg_cluster.primary_dir)
     standbys = [r for r in result["replication"] if r["application_name"] == "rtxtest_standby"]
     assert len(standbys) == 1
@@ -189,6 +190,8 @@ def test_standby(run_module, pg_cluster, warnings):
     assert result["replay_lag_bytes"] >= 0
     assert result["replay_paused"] is False
     assert result["primary_slot_name"] == "rtxtest_slot"
+    # Only the host of primary_conninfo, never the connection string.
+    assert result["upstream_host"] == "127.0.0.1"
     receiver = result["wal_receiver"]
     assert receiver["status"] == "streaming"
     assert receiver["slot_name"] == "rtxtest_slot"
