@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from ansible_collections.rtx.dr.plugins.module_utils.failover import (
+    plan_failover, plan_rejoin, plan_switchover)
 from ansible_collections.rtx.dr.plugins.module_utils.topology import (
     ROLE_VAR, SYNC_VAR, UPSTREAM_VAR, assess_cluster, layout_errors,
     slot_name, synchronous_standby_names)
@@ -19,6 +21,7 @@ def pg_layout(hostvars, hosts):
             'role': hv.get(ROLE_VAR),
             'upstream': hv.get(UPSTREAM_VAR),
             'sync': bool(hv.get(SYNC_VAR, False)),
+            'region': hv.get('rtx_dr_region'),
         }
     return layout
 
@@ -57,6 +60,45 @@ def pg_sync_standby_names(layout, upstream):
     return synchronous_standby_names(layout, upstream)
 
 
+def pg_failover_node_line(node):
+    """One line of the cluster table printed by failover/switchover/rejoin."""
+    return '%-14s %-26s tl %-3s lsn %-12s %s%s%s' % (
+        node.get('host'), node.get('state'), node.get('timeline') if node.get('timeline') is not None else '-',
+        node.get('lsn') or '-', 'sync ' if node.get('sync') else '',
+        'region %s' % node.get('region') if node.get('region') else '',
+        (' upstream %s' % node['upstream']) if node.get('upstream') else '')
+
+
+def pg_step_durations(marks, t0):
+    """[{step, at}] time marks (epoch seconds) to [{step, seconds}] durations, the first from t0."""
+    out = []
+    previous = float(t0)
+    for mark in marks or []:
+        at = float(mark['at'])
+        out.append({'step': mark['step'], 'seconds': round(at - previous, 3)})
+        previous = at
+    return out
+
+
+def pg_unreachable_hosts(hostvars, hosts, var='topology_node'):
+    """Hosts whose registered result says Ansible could not reach the host at all."""
+    return [h for h in hosts if (hostvars[h].get(var) or {}).get('unreachable')]
+
+
+def pg_failover_plan(layout, facts, hosts_unreachable=None, candidate=None, max_lag_bytes=16777216,
+                     allow_lag=False, force=False, last_failover=None, candidate_regions=None):
+    return plan_failover(layout, facts, hosts_unreachable or [], candidate or None, int(max_lag_bytes),
+                         bool(allow_lag), bool(force), last_failover or None, candidate_regions or [])
+
+
+def pg_switchover_plan(layout, facts, hosts_unreachable=None, candidate=None, max_lag_bytes=16777216):
+    return plan_switchover(layout, facts, hosts_unreachable or [], candidate or None, int(max_lag_bytes))
+
+
+def pg_rejoin_plan(layout, facts, host, hosts_unreachable=None):
+    return plan_rejoin(layout, facts, host, hosts_unreachable or [])
+
+
 def pg_slot_name(host):
     return slot_name(host)
 
@@ -71,4 +113,10 @@ class FilterModule(object):
             'pg_assess_cluster': pg_assess_cluster,
             'pg_sync_standby_names': pg_sync_standby_names,
             'pg_slot_name': pg_slot_name,
+            'pg_unreachable_hosts': pg_unreachable_hosts,
+            'pg_step_durations': pg_step_durations,
+            'pg_failover_node_line': pg_failover_node_line,
+            'pg_failover_plan': pg_failover_plan,
+            'pg_switchover_plan': pg_switchover_plan,
+            'pg_rejoin_plan': pg_rejoin_plan,
         }
