@@ -23,6 +23,7 @@ help:
 	@echo "make lab-down  - remove the lab's containers, network and AWS endpoint"
 	@echo "make build     - build the collection tarball"
 	@echo "make bench     - backup benchmark (ours vs pgBackRest vs pg_basebackup)"
+	@echo "make bench-failover - failover RTO benchmark on the running lab (failover.yml vs manual pg_promote)"
 
 setup: venv $(COLLECTION_LINK)
 
@@ -59,6 +60,10 @@ demo: lab
 	ansible-playbook -i $(INVENTORY) playbooks/replication_status.yml
 	ansible-playbook -i $(INVENTORY) playbooks/backup_full.yml
 	ansible-playbook -i $(INVENTORY) playbooks/verify_backups.yml -e verify_select=all
+	# A planned switchover to the synchronous standby and back (zero data loss, demo app keeps writing).
+	ansible-playbook -i $(INVENTORY) playbooks/switchover.yml
+	ansible-playbook -i $(INVENTORY) playbooks/switchover.yml -e candidate=$$(ansible-inventory -i $(INVENTORY) --list \
+	  | $(BIN)/python -c 'import json,sys; hv=json.load(sys.stdin)["_meta"]["hostvars"]; print([h for h,v in sorted(hv.items()) if v.get("rtx_dr_pg_role")=="primary"][0])')
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit tests/playbooks -q
@@ -81,15 +86,21 @@ sanity: setup $(GET_PIP_CACHE)
 	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
 # Molecule's network exists before `molecule test` so that its AWS endpoint
-# (moto on the network's gateway, port 5001) can start first.
+# (moto on the network's gateway, port 5001) can start first; each scenario
+# gets a fresh network and endpoint. One scenario: make molecule MOLECULE_SCENARIOS=failover
 MOLECULE_NET := rtx-molecule
+MOLECULE_SCENARIOS ?= default failover
 molecule: setup image
-	docker ps -aq --filter label=owner=molecule | xargs -r docker rm -f >/dev/null
-	docker network inspect $(MOLECULE_NET) >/dev/null 2>&1 || docker network create \
-	  --subnet 172.30.78.0/24 --gateway 172.30.78.1 --label owner=molecule $(MOLECULE_NET) >/dev/null
-	lab/aws.sh start 172.30.78.1 5001
-	LAB_IMAGE=$$(source lab/common.sh; echo $$LAB_IMAGE) $(BIN)/molecule test -s default; \
-	  rc=$$?; lab/aws.sh stop 172.30.78.1 5001; exit $$rc
+	@for scenario in $(MOLECULE_SCENARIOS); do \
+	  docker ps -aq --filter label=owner=molecule | xargs -r docker rm -f >/dev/null; \
+	  docker network inspect $(MOLECULE_NET) >/dev/null 2>&1 || docker network create \
+	    --subnet 172.30.78.0/24 --gateway 172.30.78.1 --label owner=molecule $(MOLECULE_NET) >/dev/null; \
+	  lab/aws.sh start 172.30.78.1 5001 || exit 1; \
+	  $(BIN)/molecule reset -s $$scenario >/dev/null 2>&1; \
+	  LAB_IMAGE=$$(source lab/common.sh; echo $$LAB_IMAGE) $(BIN)/molecule test -s $$scenario; \
+	  rc=$$?; lab/aws.sh stop 172.30.78.1 5001; \
+	  [ $$rc -eq 0 ] || { echo "molecule scenario $$scenario failed"; exit $$rc; }; \
+	done
 
 test: unit lint sanity molecule
 
@@ -97,6 +108,11 @@ test: unit lint sanity molecule
 # endpoint (about 6 minutes; results in docs/benchmarks.md).
 bench: setup image
 	bench/backup/run.sh
+
+# Failover benchmark on the running lab (make lab): RTO of playbooks/failover.yml vs a manual
+# pg_promote(), BENCH_ROUNDS (default 5) rounds each; results in docs/benchmarks.md.
+bench-failover: setup
+	bench/failover/run.sh
 
 build: setup
 	mkdir -p build
