@@ -308,6 +308,9 @@ class FakeRedis:
                 conn = self.sock.accept()[0]
             except OSError:
                 return
+            if self.stopped.is_set():
+                conn.close()
+                return
             self.clients.append(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
@@ -342,6 +345,12 @@ class FakeRedis:
 
     def close(self):
         self.stopped.set()
+        # shutdown() wakes the thread blocked in accept(); close() alone does not on
+        # Linux, and that thread would still accept the service's reconnection.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
         for conn in self.clients:
             try:
