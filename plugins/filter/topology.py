@@ -80,6 +80,20 @@ def pg_step_durations(marks, t0):
     return out
 
 
+def health_lines(hostvars_of_host):
+    """Table lines for one host's registered rtx.dr.health_check result."""
+    result = hostvars_of_host.get('health_result') or {}
+    host = hostvars_of_host.get('inventory_hostname')
+    if result.get('unreachable'):
+        return ['%-12s %-16s %-9s %s' % (host, '-', 'critical', 'host unreachable: %s' % result.get('msg'))]
+    lines = []
+    for item in result.get('health') or []:
+        lines.append('%-12s %-16s %-9s %s' % (host, item.get('check'), item.get('status'), item.get('message')))
+    if not lines:
+        lines.append('%-12s %-16s %-9s %s' % (host, '-', 'critical', result.get('msg') or 'no result'))
+    return lines
+
+
 def pg_unreachable_hosts(hostvars, hosts, var='topology_node'):
     """Hosts whose registered result says Ansible could not reach the host at all."""
     return [h for h in hosts if (hostvars[h].get(var) or {}).get('unreachable')]
@@ -115,6 +129,7 @@ class FilterModule(object):
             'pg_slot_name': pg_slot_name,
             'pg_unreachable_hosts': pg_unreachable_hosts,
             'pg_step_durations': pg_step_durations,
+            'health_lines': health_lines,
             'pg_failover_node_line': pg_failover_node_line,
             'pg_failover_plan': pg_failover_plan,
             'pg_switchover_plan': pg_switchover_plan,

@@ -34,13 +34,15 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fake_redis import FakeRedis  # noqa: E402 pylint: disable=wrong-import-position
 
 REPO = Path(__file__).resolve().parents[3]
 APP = REPO / "roles" / "demo_app" / "files" / "rtx_demo_app.py"
@@ -285,79 +287,6 @@ def pg_user() -> pwd.struct_passwd:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
                        check=True)
         return pwd.getpwnam("postgres")
-
-
-class FakeRedis:
-    """Just enough RESP: AUTH and PING, with requirepass."""
-
-    def __init__(self, password: str):
-        self.password = password
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.pings = 0
-        self.stopped = threading.Event()
-        self.clients = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.stopped.is_set():
-            try:
-                conn = self.sock.accept()[0]
-            except OSError:
-                return
-            if self.stopped.is_set():
-                conn.close()
-                return
-            self.clients.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
-        authed = False
-        reader = conn.makefile("rb")
-        try:
-            while True:
-                line = reader.readline()
-                if not line:
-                    return
-                assert line.startswith(b"*")
-                args = []
-                for _line in range(int(line[1:])):
-                    length = int(reader.readline()[1:])
-                    args.append(reader.read(length + 2)[:-2])
-                cmd = args[0].upper()
-                if cmd == b"AUTH":
-                    authed = args[-1].decode() == self.password
-                    conn.sendall(b"+OK\r\n" if authed else b"-WRONGPASS invalid password\r\n")
-                elif not authed:
-                    conn.sendall(b"-NOAUTH Authentication required.\r\n")
-                elif cmd == b"PING":
-                    self.pings += 1
-                    conn.sendall(b"+PONG\r\n")
-                else:
-                    conn.sendall(b"-ERR unknown command\r\n")
-        except (OSError, ValueError, AssertionError):
-            return
-        finally:
-            conn.close()
-
-    def close(self):
-        self.stopped.set()
-        # shutdown() wakes the thread blocked in accept(); close() alone does not on
-        # Linux, and that thread would still accept the service's reconnection.
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        for conn in self.clients:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
-            except OSError:
-                pass
 
 
 class DemoApp:
