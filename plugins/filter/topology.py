@@ -8,7 +8,7 @@ from __future__ import annotations
 from ansible_collections.rtx.dr.plugins.module_utils.failover import (
     plan_failover, plan_rejoin, plan_switchover)
 from ansible_collections.rtx.dr.plugins.module_utils.topology import (
-    ROLE_VAR, SYNC_VAR, UPSTREAM_VAR, assess_cluster, layout_errors,
+    ROLE_VAR, SYNC_VAR, UPSTREAM_VAR, assess_cluster, format_sync_names, layout_errors,
     slot_name, synchronous_standby_names)
 
 
@@ -113,6 +113,10 @@ def pg_rejoin_plan(layout, facts, host, hosts_unreachable=None):
     return plan_rejoin(layout, facts, host, hosts_unreachable or [])
 
 
+def pg_format_sync_names(hosts):
+    return format_sync_names(list(hosts or []))
+
+
 def pg_slot_name(host):
     return slot_name(host)
 
@@ -127,6 +131,7 @@ class FilterModule(object):
             'pg_assess_cluster': pg_assess_cluster,
             'pg_sync_standby_names': pg_sync_standby_names,
             'pg_slot_name': pg_slot_name,
+            'pg_format_sync_names': pg_format_sync_names,
             'pg_unreachable_hosts': pg_unreachable_hosts,
             'pg_step_durations': pg_step_durations,
             'health_lines': health_lines,

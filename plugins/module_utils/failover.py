@@ -25,6 +25,7 @@ from __future__ import annotations
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import format_lsn
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_lsn
+from ansible_collections.rtx.dr.plugins.module_utils.topology import format_sync_names
 
 DEFAULT_MAX_LAG_BYTES = 16 * 1024 * 1024
 
@@ -122,7 +123,7 @@ def sync_names_for(layout, new_primary, old_primary, repointed):
     if not any(h in repointed for h in ordered):
         # Naming only servers that do not stream yet would block every commit.
         return '', []
-    return 'FIRST 1 (%s)' % ', '.join('"%s"' % h.replace('"', '') for h in ordered), ordered
+    return format_sync_names(ordered), ordered
 
 
 def _rank(layout, facts, standbys, old_primary):
@@ -179,6 +180,15 @@ def _lag_of(facts, standbys, host):
         if other_timeline == timeline:
             best = max(best, lsn, _sender_position(facts[other]) or 0)
     return max(0, best - own), best
+
+
+def _set_followers(plan, layout, standbys, new_primary, old_primary, other_sysid):
+    """Fill ``repoint``, ``not_repointed`` and the sync names of a plan whose new primary is ``new_primary``."""
+    plan['repoint'] = [h for h in standbys if h != new_primary]
+    plan['not_repointed'] = sorted(h for h in layout if h not in standbys and h != new_primary
+                                   and h != old_primary and h not in other_sysid)
+    names, hosts = sync_names_for(layout, new_primary, old_primary, plan['repoint'])
+    plan['sync_standby_names'], plan['sync_hosts'] = names, hosts
 
 
 def plan_failover(layout, facts, hosts_unreachable=(), candidate=None, max_lag_bytes=DEFAULT_MAX_LAG_BYTES,
@@ -277,11 +287,7 @@ def plan_failover(layout, facts, hosts_unreachable=(), candidate=None, max_lag_b
                 plan['candidate_reason'] = ('%s was promoted by failover %s, which stopped before its end: '
                                             'resuming it (repoint, endpoint, verify, record)'
                                             % (primary, done.get('failover_id')))
-                plan['repoint'] = list(standbys)
-                plan['not_repointed'] = sorted(h for h in layout if h not in standbys and h != primary
-                                               and h != plan['old_primary'] and h not in other_sysid)
-                plan['sync_standby_names'], plan['sync_hosts'] = sync_names_for(
-                    layout, primary, plan['old_primary'], plan['repoint'])
+                _set_followers(plan, layout, standbys, primary, plan['old_primary'], other_sysid)
                 plan['estimated_loss_bytes'] = done.get('data_loss_bytes')
                 return plan
             plan['action'] = 'none'
@@ -372,10 +378,7 @@ def plan_failover(layout, facts, hosts_unreachable=(), candidate=None, max_lag_b
         warnings.append('%s has WAL replay paused; it is resumed by the promotion' % chosen)
     plan['why'] = why
     plan['candidate_reason'] = why
-    plan['repoint'] = [h for h in standbys if h != chosen]
-    plan['not_repointed'] = sorted(h for h in layout if h not in standbys and h != chosen
-                                   and h != old_primary and h not in other_sysid)
-    plan['sync_standby_names'], plan['sync_hosts'] = sync_names_for(layout, chosen, old_primary, plan['repoint'])
+    _set_followers(plan, layout, standbys, chosen, old_primary, other_sysid)
     plan['action'] = 'failover'
     return plan
 

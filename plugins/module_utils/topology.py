@@ -77,12 +77,16 @@ def layout_errors(layout):
     return errors
 
 
+def format_sync_names(hosts):
+    """``FIRST 1 ("a", "b")`` for hosts in priority order; '' for none."""
+    if not hosts:
+        return ''
+    return 'FIRST 1 (%s)' % ', '.join('"%s"' % h.replace('"', '') for h in hosts)
+
+
 def synchronous_standby_names(layout, upstream):
     """The synchronous_standby_names value for ``upstream`` (FIRST 1 over its sync standbys)."""
-    sync = sorted(h for h, s in layout.items() if s.get('sync') and s.get('upstream') == upstream)
-    if not sync:
-        return ''
-    return 'FIRST 1 (%s)' % ', '.join('"%s"' % h.replace('"', '') for h in sync)
+    return format_sync_names(sorted(h for h, s in layout.items() if s.get('sync') and s.get('upstream') == upstream))
 
 
 def slot_name(host):
