@@ -14,7 +14,7 @@ LAB_STATE := $(CURDIR)/.lab
 COLLECTION_LINK := $(LAB_STATE)/collections/ansible_collections/rtx/dr
 SANITY_ROOT := /tmp/rtx-dr-sanity/ansible_collections/rtx/dr
 
-.PHONY: help setup venv engine image lab lab-up lab-down aws demo test unit lint sanity molecule build bench clean
+.PHONY: help setup venv tools engine image lab lab-up lab-down aws demo test unit lint sanity molecule build bench clean
 
 help:
 	@echo "make demo      - set up the lab from a bare machine and run the main job"
@@ -25,7 +25,34 @@ help:
 	@echo "make bench     - backup benchmark (ours vs pgBackRest vs pg_basebackup)"
 	@echo "make bench-failover - failover RTO benchmark on the running lab (failover.yml vs manual pg_promote)"
 
-setup: venv $(COLLECTION_LINK)
+setup: venv tools $(COLLECTION_LINK)
+
+# promtool, amtool and alertmanager (tests of the alerting role) from Debian's
+# `prometheus` and `prometheus-alertmanager` packages, unpacked, not installed:
+# no root needed when the apt lists are there (as root, missing lists are fetched).
+# Debian's alertmanager reads its default templates from a fixed path,
+# /usr/share/prometheus/alertmanager: as root they are put there (the files the
+# package would install; an existing installation is left alone).
+TOOLS_BIN := $(LAB_STATE)/tools/bin
+TOOLS_STAMP := $(LAB_STATE)/tools/.installed
+AM_SHARE := /usr/share/prometheus/alertmanager
+tools: $(TOOLS_STAMP)
+$(TOOLS_STAMP):
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp"; \
+	if ! apt-get download -q prometheus prometheus-alertmanager >download.log 2>&1; then \
+	  if [ "$$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get download -q prometheus prometheus-alertmanager; \
+	  else cat download.log; echo "make tools: apt-get download failed; run 'apt-get update' as root, then make tools"; exit 1; fi; \
+	fi; \
+	for deb in prometheus_*.deb prometheus-alertmanager_*.deb; do dpkg-deb -x "$$deb" root; done; \
+	mkdir -p $(TOOLS_BIN); \
+	install -m 0755 root/usr/bin/promtool root/usr/bin/amtool $(TOOLS_BIN)/; \
+	install -m 0755 root/usr/bin/prometheus-alertmanager $(TOOLS_BIN)/alertmanager; \
+	if [ ! -f $(AM_SHARE)/default.tmpl ]; then \
+	  if [ "$$(id -u)" -eq 0 ]; then install -D -m 0644 -t $(AM_SHARE) root$(AM_SHARE)/*.tmpl; \
+	  else echo "make tools: WARNING alertmanager needs $(AM_SHARE)/default.tmpl: run make tools as root"; fi; \
+	fi; \
+	$(TOOLS_BIN)/promtool --version >/dev/null && $(TOOLS_BIN)/amtool --version >/dev/null 2>&1; \
+	touch $@; echo "make tools: promtool, amtool, alertmanager in $(TOOLS_BIN)"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -60,6 +87,9 @@ demo: lab
 	ansible-playbook -i $(INVENTORY) playbooks/replication_status.yml
 	ansible-playbook -i $(INVENTORY) playbooks/backup_full.yml
 	ansible-playbook -i $(INVENTORY) playbooks/verify_backups.yml -e verify_select=all
+	# Alert rules + Alertmanager routing to SNS (into .lab/monitoring), and the health of every host.
+	ansible-playbook -i $(INVENTORY) playbooks/monitoring.yml
+	ansible-playbook -i $(INVENTORY) playbooks/health_check.yml
 	# A planned switchover to the synchronous standby and back (zero data loss, demo app keeps writing).
 	ansible-playbook -i $(INVENTORY) playbooks/switchover.yml
 	ansible-playbook -i $(INVENTORY) playbooks/switchover.yml -e candidate=$$(ansible-inventory -i $(INVENTORY) --list \

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import http.client
 import json
 import os
 import shutil
@@ -52,6 +53,9 @@ import sys
 import time
 import traceback
 import types
+from urllib.error import HTTPError
+from urllib.parse import urljoin
+from urllib.parse import urlsplit
 
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
@@ -89,12 +93,39 @@ def env_fallback(*args, **kwargs):  # pylint: disable=unused-argument
     raise AnsibleFallbackNotFound
 
 
+def open_url(url, timeout=10, follow_redirects="urllib2", **_ignored):
+    """Stand-in for ``ansible.module_utils.urls.open_url`` (GET only), used by the health checks on a host
+    without ansible: ``http``/``https`` with :mod:`http.client`, up to 5 redirects followed (unless
+    ``follow_redirects`` is false/``none``); an answer >= 400 raises :class:`urllib.error.HTTPError` like
+    the original. Returns the response (``getcode()``, ``read()``, ``close()``).
+    """
+    for _hop in range(6):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("unsupported URL scheme in %r" % url)
+        factory = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = factory(parts.hostname, parts.port, timeout=timeout)
+        conn.request("GET", (parts.path or "/") + ("?" + parts.query if parts.query else ""),
+                     headers={"User-Agent": PROG})
+        response = conn.getresponse()
+        location = response.getheader("Location")
+        if response.status in (301, 302, 303, 307, 308) and location and follow_redirects not in (False, "none"):
+            response.close()
+            conn.close()
+            url = urljoin(url, location)
+            continue
+        if response.status >= 400:
+            raise HTTPError(url, response.status, response.reason, response.headers, response)
+        return response
+    raise HTTPError(url, 310, "too many redirects", None, None)
+
+
 def ensure_ansible_basic():
     """Make ``from ansible.module_utils.basic import env_fallback`` work on a host without ansible.
 
     ``aws.py`` and ``postgres.py`` import only ``env_fallback`` from ansible (for
-    their argument specs). When ansible is importable nothing is done and False
-    is returned; otherwise minimal stand-in modules are registered in
+    their argument specs), ``health.py`` only ``open_url`` (see :func:`open_url`).
+    When ansible is importable nothing is done and False is returned; otherwise minimal stand-in modules are registered in
     ``sys.modules`` for this process only (nothing is written to disk, an
     ansible installed later is never shadowed) and True is returned.
     """
@@ -112,9 +143,13 @@ def ensure_ansible_basic():
     basic = types.ModuleType("ansible.module_utils.basic")
     basic.env_fallback = env_fallback
     basic.AnsibleFallbackNotFound = AnsibleFallbackNotFound
+    urls = types.ModuleType("ansible.module_utils.urls")
+    urls.open_url = open_url
     sys.modules["ansible.module_utils.basic"] = basic
+    sys.modules["ansible.module_utils.urls"] = urls
     sys.modules["ansible"].module_utils = sys.modules["ansible.module_utils"]
     sys.modules["ansible.module_utils"].basic = basic
+    sys.modules["ansible.module_utils"].urls = urls
     return True
 
 
@@ -142,6 +177,8 @@ def verify_argument_spec():
     from ansible_collections.rtx.dr.plugins.module_utils.verify import VERIFY_OPTIONS  # pylint: disable=import-outside-toplevel
 
     spec.update({k: dict(v) for k, v in VERIFY_OPTIONS.items()})
+    # Agent only: where the verification is recorded (verification_history), like the backup's audit row.
+    spec.update(audit_db=dict(type="str", default="rtx"), audit_schema=dict(type="str", default="dr"))
     return spec
 
 
@@ -290,6 +327,22 @@ def _convert(name, value, arg, where):
             except ValueError:
                 pass
         raise bad("an integer")
+    if kind == "float":
+        if isinstance(value, bool):
+            raise bad("a number")
+        try:
+            return float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+    if kind == "dict":
+        if isinstance(value, str) and value.strip().startswith("{"):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise bad("a JSON object") from None
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return dict(value)
     if kind == "list":
         if isinstance(value, str):
             value = [item.strip() for item in value.split(",") if item.strip()]
@@ -351,11 +404,12 @@ def build_params(spec, given, where="agent configuration", ignore=()):
                 value = arg.get("default")
                 value = list(value) if isinstance(value, list) else value
         choices = arg.get("choices")
-        if value is not None and choices and value not in choices:
-            raise InvalidValueError(
-                "%s: option %s: %r is not one of %s" % (where, name, value, ", ".join(map(str, choices))),
-                details={"option": name},
-            )
+        for item in (value if isinstance(value, list) else [value]) if value is not None and choices else ():
+            if item not in choices:
+                raise InvalidValueError(
+                    "%s: option %s: %r is not one of %s" % (where, name, item, ", ".join(map(str, choices))),
+                    details={"option": name},
+                )
         if arg.get("required") and value in (None, ""):
             raise InvalidValueError(
                 "%s: option %s is required" % (where, name),
@@ -466,6 +520,7 @@ def run_verify(params, log, any_host=False, client_factory=None):
     ensure_ansible_basic()
     from ansible_collections.rtx.dr.plugins.module_utils.aws import boto3_client  # pylint: disable=import-outside-toplevel
     from ansible_collections.rtx.dr.plugins.module_utils.verify import check_options  # pylint: disable=import-outside-toplevel
+    from ansible_collections.rtx.dr.plugins.module_utils.verify import record_verifications  # pylint: disable=import-outside-toplevel
     from ansible_collections.rtx.dr.plugins.module_utils.verify import verify_backups  # pylint: disable=import-outside-toplevel
 
     client_factory = client_factory or boto3_client
@@ -482,6 +537,12 @@ def run_verify(params, log, any_host=False, client_factory=None):
 
     result = verify_backups(params, s3, kms=kms_factory, log=log)
     result["changed"] = False
+    # On a standby (--any-host) the DR schema is read-only: nothing to record there.
+    result["audit"] = (record_verifications(params, result, socket.gethostname()) if not any_host
+                       else {"written": False, "rows": 0, "reason": "--any-host: not recorded"})
+    if not result["audit"]["written"]:
+        log.warning("verification not recorded in %s.verification_history: %s"
+                    % (result["audit"].get("schema", "dr"), result["audit"]["reason"]))
     return result
 
 

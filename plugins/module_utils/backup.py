@@ -49,6 +49,7 @@ from ansible_collections.rtx.dr.plugins.module_utils.postgres import format_lsn
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import postgres_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_all
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_one
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import quote_ident
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import wal_segment_name
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import MIB
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import StreamUploader
@@ -96,7 +97,6 @@ ENCRYPTIONS = ("aws:kms", "none")
 DEFAULT_STALE_UPLOAD_SECONDS = 3600
 MAX_PROGRESS_SAMPLES = 1000
 _STDERR_TAIL = 4000
-_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 
 class BackupInterrupted(RtxDrError):
@@ -401,14 +401,6 @@ def stream_command(child, uploader, compressor, observer=None, progress=None, ch
 # --------------------------------------------------------------------------
 
 
-def _quote_ident(name, what):
-    if not _IDENT_RE.match(name or ""):
-        raise InvalidValueError(
-            "Invalid %s %r: expected a plain SQL identifier (letters, digits, _)" % (what, name),
-        )
-    return '"%s"' % name
-
-
 AUDIT_INSERT = """
 INSERT INTO {schema}.backup_history (
     backup_id, label, kind, cluster_name, system_identifier, timeline, start_lsn, stop_lsn,
@@ -493,7 +485,7 @@ class BackupRun:
             )
         if (params.get("stale_upload_seconds") or 0) < 0:
             raise InvalidValueError("stale_upload_seconds must not be negative")
-        _quote_ident(params.get("audit_schema") or "dr", "audit_schema")
+        quote_ident(params.get("audit_schema") or "dr", "audit_schema")
 
     def _check_bucket(self):
         catalog.check_bucket(self.s3, self.bucket, self.params.get("endpoint_url"),
@@ -920,7 +912,7 @@ class BackupRun:
         conn = None
         try:
             conn = self.connect(dict(params, login_db=audit_db))
-            sql = AUDIT_INSERT.format(schema=_quote_ident(schema, "audit_schema"))
+            sql = AUDIT_INSERT.format(schema=quote_ident(schema, "audit_schema"))
             count = execute(conn, sql, row)
         except RtxDrError as exc:
             return {"written": False, "reason": str(exc), "database": audit_db, "schema": schema}

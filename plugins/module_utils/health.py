@@ -31,6 +31,9 @@ from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueE
 
 CHECKS = ('postgresql', 'api', 'websocket', 'redis', 'disk', 'replication_lag', 'cpu_load', 'memory')
 STATUSES = ('ok', 'warn', 'critical')
+# libpq target_session_attrs (PostgreSQL 14+ client library): with a list of hosts in
+# login_host, ``read-write`` checks whichever server is the primary now.
+TARGET_SESSION_ATTRS = ('any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby')
 _RANK = {'ok': 0, 'warn': 1, 'critical': 2}
 
 # Thresholds: a value at or above ``warn`` is warn, at or above ``critical`` is critical.
@@ -122,13 +125,13 @@ def check_postgresql(threshold, connect, expected_role=None, target='postgresql'
     start = time.monotonic()
     conn = connect()
     try:
-        row = query_one(conn, 'SELECT pg_catalog.pg_is_in_recovery() AS r, 1 AS one')
+        row = query_one(conn, 'SELECT pg_catalog.pg_is_in_recovery() AS r, pg_catalog.host(pg_catalog.inet_server_addr()) AS addr')
     finally:
         close_quietly(conn)
     seconds = time.monotonic() - start
     role = 'standby' if row['r'] else 'primary'
     result = _latency_result('postgresql', target, seconds, threshold, 'connected and queried, role %s,' % role)
-    result['details'] = {'role': role}
+    result['details'] = {'role': role, 'server_address': row['addr']}
     if expected_role and role != expected_role:
         result['status'] = 'critical'
         result['message'] = 'role is %s, expected %s' % (role, expected_role)
@@ -279,23 +282,25 @@ def check_replication_lag(threshold, connect, target='postgresql'):
     try:
         in_recovery = query_one(conn, 'SELECT pg_catalog.pg_is_in_recovery() AS r')['r']
         if in_recovery:
-            rows = [query_one(conn, "SELECT 'self' AS application_name, 'standby' AS state,"
+            rows = [query_one(conn, "SELECT 'self' AS application_name, 'standby' AS state, NULL AS sync_state,"
                                     " pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(),"
                                     " pg_catalog.pg_last_wal_replay_lsn())::bigint AS lag_bytes,"
                                     " CASE WHEN pg_catalog.pg_last_wal_receive_lsn() = pg_catalog.pg_last_wal_replay_lsn()"
                                     " THEN 0 ELSE extract(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp())"
                                     " END::float AS lag_seconds")]
         else:
-            rows = query_all(conn, "SELECT application_name, state,"
+            rows = query_all(conn, "SELECT application_name, state, sync_state,"
                                    " pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), replay_lsn)::bigint"
                                    " AS lag_bytes, coalesce(extract(epoch FROM replay_lag), 0)::float AS lag_seconds"
                                    " FROM pg_catalog.pg_stat_replication ORDER BY application_name")
     finally:
         close_quietly(conn)
-    standbys = dict((r['application_name'], {'state': r['state'], 'lag_bytes': int(r['lag_bytes'] or 0),
+    standbys = dict((r['application_name'], {'state': r['state'], 'sync_state': r['sync_state'],
+                                             'lag_bytes': int(r['lag_bytes'] or 0),
                                              'lag_seconds': float(r['lag_seconds'] or 0.0)}) for r in rows)
     if not standbys:
-        return _result('replication_lag', target, 'ok', 0, threshold, 'primary without standbys', {'standbys': {}})
+        return _result('replication_lag', target, 'ok', 0, threshold, 'primary without standbys',
+                       {'standbys': {}, 'in_recovery': False})
     statuses = []
     for item in standbys.values():
         item['status'] = worst([classify(item['lag_bytes'], threshold['warn'], threshold['critical']),
@@ -305,7 +310,7 @@ def check_replication_lag(threshold, connect, target='postgresql'):
     name, top = max(standbys.items(), key=lambda kv: (_RANK[kv[1]['status']], kv[1]['lag_bytes']))
     return _result('replication_lag', target, worst(statuses), top['lag_bytes'], threshold,
                    '%s: %d bytes, %.1f s behind' % (name, top['lag_bytes'], top['lag_seconds']),
-                   {'standbys': standbys, 'standby': name})
+                   {'standbys': standbys, 'standby': name, 'in_recovery': bool(in_recovery)})
 
 
 CHECK_FUNCTIONS = {
@@ -313,6 +318,15 @@ CHECK_FUNCTIONS = {
     'disk': check_disk, 'replication_lag': check_replication_lag, 'cpu_load': check_cpu_load,
     'memory': check_memory,
 }
+
+
+def spec_target(spec):
+    """The ``target`` a check reports, also when it failed or timed out (so metric labels stay the same)."""
+    if spec.get('check') == 'redis':
+        return '%s:%s' % (spec.get('host') or '127.0.0.1', spec.get('port') or 6379)
+    if spec.get('check') in ('cpu_load', 'memory'):
+        return 'host'
+    return str(spec.get('url') or spec.get('path') or spec.get('target') or spec.get('host') or spec.get('check'))
 
 
 def run_checks(specs, thresholds=None, total_timeout=20.0):
@@ -338,8 +352,7 @@ def run_checks(specs, thresholds=None, total_timeout=20.0):
             result = CHECK_FUNCTIONS[name](merged[name], **kwargs)
         # A check must never stop the others, whatever it raises.
         except Exception as exc:  # pylint: disable=broad-except
-            target = kwargs.get('target') or kwargs.get('url') or kwargs.get('path') or kwargs.get('host') or name
-            result = _result(name, str(target), 'critical', None, merged[name],
+            result = _result(name, spec_target(spec), 'critical', None, merged[name],
                              '%s failed: %s' % (name, getattr(exc, 'msg', None) or exc or type(exc).__name__))
         result['seconds'] = round(time.monotonic() - started, 4)
         results[index] = result
@@ -354,8 +367,7 @@ def run_checks(specs, thresholds=None, total_timeout=20.0):
     for index, spec in enumerate(specs):
         if results[index] is None:
             name = spec['check']
-            target = spec.get('url') or spec.get('path') or spec.get('host') or spec.get('target') or name
-            results[index] = _result(name, str(target), 'critical', None, merged[name],
+            results[index] = _result(name, spec_target(spec), 'critical', None, merged[name],
                                      '%s timed out after %.1f s' % (name, total_timeout))
             results[index]['seconds'] = total_timeout
     return list(results)
@@ -399,3 +411,31 @@ def specs_from_params(params):
         else:
             raise InvalidValueError('unknown health check %r' % name, hint='Use one of: %s.' % ', '.join(CHECKS))
     return specs
+
+
+def health_argument_spec():
+    """The options of ``rtx.dr.health_check`` (also the keys of the host agent's configuration)."""
+    from ansible_collections.rtx.dr.plugins.module_utils.postgres import postgres_common_argument_spec
+    spec = postgres_common_argument_spec()
+    spec.update(
+        checks=dict(type='list', elements='str', choices=list(CHECKS), default=['disk', 'cpu_load', 'memory']),
+        thresholds=dict(type='dict', default={}),
+        expected_role=dict(type='str', choices=['primary', 'standby']),
+        target_session_attrs=dict(type='str', choices=list(TARGET_SESSION_ATTRS)),
+        api_url=dict(type='str'),
+        api_expect_status=dict(type='int', default=200),
+        websocket_url=dict(type='str'),
+        redis_host=dict(type='str', default='127.0.0.1'),
+        redis_port=dict(type='int', default=6379),
+        redis_password=dict(type='str', default='', no_log=True),
+        redis_expected_role=dict(type='str', choices=['master', 'slave']),
+        disk_paths=dict(type='list', elements='path', default=['/']),
+        total_timeout=dict(type='float', default=20.0),
+    )
+    return spec
+
+
+def summarize(results):
+    """``(worst status, {status: count})`` of a list of check results."""
+    counts = dict((status, sum(1 for r in results if r['status'] == status)) for status in STATUSES)
+    return worst([r['status'] for r in results]), counts

@@ -29,6 +29,7 @@ from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFai
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import MissingLibraryError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import QueryFailedError
+from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 
 SSL_MODES = ("allow", "disable", "prefer", "require", "verify-ca", "verify-full")
 
@@ -50,7 +51,21 @@ _PARAM_TO_LIBPQ = (
     ("ssl_mode", "sslmode"),
     ("ca_cert", "sslrootcert"),
     ("connect_timeout", "connect_timeout"),
+    # Not a common option: only modules that declare it (e.g. health_check) pass it.
+    ("target_session_attrs", "target_session_attrs"),
 )
+
+
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+def quote_ident(name, what):
+    """``"name"`` for a plain SQL identifier; anything else is refused (``what`` names the option)."""
+    if not _IDENT_RE.match(name or ""):
+        raise InvalidValueError(
+            "Invalid %s %r: expected a plain SQL identifier (letters, digits, _)" % (what, name),
+        )
+    return '"%s"' % name
 
 
 def postgres_common_argument_spec():
@@ -335,6 +350,29 @@ def query_all(conn, sql, params=None):
 def execute(conn, sql, params=None):
     """Run a statement that returns no rows; return the driver's rowcount."""
     return _run(conn, sql, params, "none")
+
+
+def insert_rows(connect_fn, params, sql, rows, statement_timeout="5s", **connect_kwargs):
+    """Execute ``sql`` once per row in ONE transaction on ``connect_fn(params, autocommit=False, ...)``.
+
+    For audit/history writes that must never fail the caller: returns
+    ``{'written': bool, 'rows': n, 'server': address or None, 'reason': None or the error}``.
+    """
+    outcome = {"written": False, "rows": 0, "server": None, "reason": None}
+    conn = None
+    try:
+        conn = connect_fn(params, autocommit=False, **connect_kwargs)
+        execute(conn, "SET LOCAL statement_timeout = '%s'" % statement_timeout.replace("'", ""))
+        outcome["server"] = query_one(conn, "SELECT pg_catalog.host(pg_catalog.inet_server_addr()) AS a")["a"]
+        for row in rows:
+            execute(conn, sql, row)
+        conn.commit()
+        outcome.update(written=True, rows=len(rows))
+    except RtxDrError as exc:
+        outcome["reason"] = str(exc)
+    finally:
+        close_quietly(conn)
+    return outcome
 
 
 def close_quietly(conn):

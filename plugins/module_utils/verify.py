@@ -901,3 +901,51 @@ def verify_backups(params, s3, kms=None, log=None):
         "verified": len(results) - failed,
         "failed_count": failed,
     }
+
+
+VERIFICATION_INSERT = (
+    "INSERT INTO {schema}.verification_history (backup_id, kind, verified_at, status, findings, objects_checked,"
+    " bytes_read, duration_seconds, deep, storage_uri, host, details) VALUES (%(backup_id)s, %(kind)s, now(),"
+    " %(status)s, %(findings)s, %(objects_checked)s, %(bytes_read)s, %(duration_seconds)s, %(deep)s,"
+    " %(storage_uri)s, %(host)s, %(details)s::jsonb)")
+
+
+def verification_rows(result, host=None):
+    """Rows for ``verification_history`` from the result of :func:`verify_backups`."""
+    rows = []
+    for item in result.get("backups") or []:
+        rows.append({
+            "backup_id": item["backup_id"], "kind": item.get("kind"),
+            "status": "passed" if item.get("ok") else "failed", "findings": len(item.get("findings") or []),
+            "objects_checked": item.get("objects_checked"), "bytes_read": item.get("bytes_read"),
+            "duration_seconds": item.get("seconds"), "deep": False,
+            "storage_uri": "s3://%s/%s" % (result.get("bucket"), result.get("prefix")), "host": host,
+            "details": json.dumps({"findings": item.get("findings") or [], "checks": item.get("checks") or [],
+                                   "wal": item.get("wal")}, default=str),
+        })
+    return rows
+
+
+def record_verifications(params, result, host=None, connect=None):
+    """Write :func:`verification_rows` to ``<audit_schema>.verification_history``; never fails the verification.
+
+    Returns ``{'written', 'rows', 'reason', 'database', 'schema'}``.
+    """
+    from ansible_collections.rtx.dr.plugins.module_utils import postgres  # pylint: disable=import-outside-toplevel
+
+    connect = connect or postgres.connect
+    database = params.get("audit_db") or "rtx"
+    schema = params.get("audit_schema") or "dr"
+    outcome = {"written": False, "rows": 0, "reason": None, "database": database, "schema": schema}
+    rows = verification_rows(result, host)
+    if not rows:
+        outcome["reason"] = "no backup was verified"
+        return outcome
+    try:
+        sql = VERIFICATION_INSERT.format(schema=postgres.quote_ident(schema, "audit_schema"))
+    except RtxDrError as exc:
+        outcome["reason"] = str(exc)
+        return outcome
+    written = postgres.insert_rows(connect, dict(params, login_db=database), sql, rows)
+    outcome.update(written=written["written"], rows=written["rows"], reason=written["reason"])
+    return outcome

@@ -37,6 +37,12 @@ options:
     description: For V(postgresql), the role the server must have (V(primary) or V(standby)); another role is critical.
     type: str
     choices: [primary, standby]
+  target_session_attrs:
+    description:
+      - libpq C(target_session_attrs) for V(postgresql) and V(replication_lag). With several hosts in O(login_host)
+        (comma separated), V(read-write) checks whichever of them is the primary now, e.g. from an application host.
+    type: str
+    choices: [any, read-write, read-only, primary, standby, prefer-standby]
   api_url:
     description: URL of the API health endpoint (V(api)).
     type: str
@@ -174,38 +180,23 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import run_module
-from ansible_collections.rtx.dr.plugins.module_utils.health import CHECKS
 from ansible_collections.rtx.dr.plugins.module_utils.health import STATUSES
+from ansible_collections.rtx.dr.plugins.module_utils.health import health_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.health import run_checks
 from ansible_collections.rtx.dr.plugins.module_utils.health import specs_from_params
-from ansible_collections.rtx.dr.plugins.module_utils.postgres import postgres_common_argument_spec
+from ansible_collections.rtx.dr.plugins.module_utils.health import summarize
 
 
 def argument_spec():
-    spec = postgres_common_argument_spec()
-    spec.update(
-        checks=dict(type="list", elements="str", choices=list(CHECKS), default=["disk", "cpu_load", "memory"]),
-        thresholds=dict(type="dict", default={}),
-        expected_role=dict(type="str", choices=["primary", "standby"]),
-        api_url=dict(type="str"),
-        api_expect_status=dict(type="int", default=200),
-        websocket_url=dict(type="str"),
-        redis_host=dict(type="str", default="127.0.0.1"),
-        redis_port=dict(type="int", default=6379),
-        redis_password=dict(type="str", default="", no_log=True),
-        redis_expected_role=dict(type="str", choices=["master", "slave"]),
-        disk_paths=dict(type="list", elements="path", default=["/"]),
-        total_timeout=dict(type="float", default=20.0),
-        fail_on=dict(type="str", choices=["none", "warn", "critical"], default="none"),
-    )
+    spec = health_argument_spec()
+    spec.update(fail_on=dict(type="str", choices=["none", "warn", "critical"], default="none"))
     return spec
 
 
 def check(module):
     results = run_checks(specs_from_params(module.params), module.params["thresholds"],
                          module.params["total_timeout"])
-    counts = dict((status, sum(1 for r in results if r["status"] == status)) for status in STATUSES)
-    worst = "critical" if counts["critical"] else ("warn" if counts["warn"] else "ok")
+    worst, counts = summarize(results)
     outcome = dict(changed=False, status=worst, counts=counts, health=results)
     fail_on = module.params["fail_on"]
     if fail_on != "none" and STATUSES.index(worst) >= STATUSES.index(fail_on):

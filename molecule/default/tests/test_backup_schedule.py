@@ -29,5 +29,14 @@ def test_scheduled_backup_runs_on_the_primary_only():
 
 def test_scheduled_verification_passes_on_the_primary():
     primary = get_host(PRIMARY)
+    before = int(psql(primary, "SELECT count(*) FROM dr.verification_history WHERE status = 'passed'", db="rtx"))
     run = primary.run("systemctl start rtx-dr-verify.service")
     assert run.rc == 0, run.stderr + primary.run("journalctl -u rtx-dr-verify --no-pager -n 30").stdout
+    # the verification is recorded (the health agent's rtx_dr_backup_last_verified_timestamp_seconds reads it)
+    latest = psql(primary, "SELECT backup_id FROM dr.backup_history WHERE kind = 'physical' AND status = 'complete'"
+                           " ORDER BY finished_at DESC LIMIT 1", db="rtx")
+    rows = psql(primary, "SELECT backup_id || ' ' || status || ' ' || findings FROM dr.verification_history"
+                         " ORDER BY id DESC LIMIT 1", db="rtx")
+    assert rows == "%s passed 0" % latest
+    assert int(psql(primary, "SELECT count(*) FROM dr.verification_history WHERE status = 'passed'",
+                    db="rtx")) == before + 1

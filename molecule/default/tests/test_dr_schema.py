@@ -2,7 +2,7 @@
 
 from conftest import psql, wait_for
 
-TABLES = ["backup_history", "restore_history", "failover_history", "health_check_history"]
+TABLES = ["backup_history", "restore_history", "failover_history", "health_check_history", "verification_history"]
 
 
 def test_dr_tables_and_view_exist_on_primary(primary):
@@ -16,7 +16,7 @@ def test_dr_tables_and_view_exist_on_primary(primary):
 def test_migrations_are_recorded_with_checksums(primary):
     rows = psql(primary, "SELECT version || ':' || length(checksum) FROM dr.schema_migrations ORDER BY version",
                 db="rtx").splitlines()
-    assert rows[:2] == ["1:64", "2:64"], rows
+    assert rows[:3] == ["1:64", "2:64", "3:64"], rows
 
 
 def test_health_history_is_partitioned_and_accepts_any_time(primary):

@@ -30,23 +30,18 @@ that nothing is written to ~/.ansible.
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from playbook_runner import ANSIBLE_PLAYBOOK, recap, run_playbook
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from moto_server import start_moto_server, stop_moto_server  # noqa: E402 pylint: disable=wrong-import-position
 
 boto3 = pytest.importorskip("boto3")
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 MOTO_SERVER = BIN / "moto_server"
-ANSIBLE_PLAYBOOK = BIN / "ansible-playbook"
 
 CLUSTER = "rtx-test"
 REGION = "us-east-1"
@@ -67,38 +62,6 @@ pytestmark = pytest.mark.skipif(
 # --------------------------------------------------------------------------
 # fixtures and helpers
 # --------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def moto_url():
-    """A moto server of this module's own: every test module starts from an empty endpoint."""
-    try:
-        proc, url = start_moto_server()
-    except (FileNotFoundError, RuntimeError) as exc:
-        pytest.fail("moto_server could not start: %s" % exc)
-    try:
-        yield url
-    finally:
-        stop_moto_server(proc)
-
-
-@pytest.fixture(scope="module")
-def collections_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("collections")
-    namespace = root / "ansible_collections" / "rtx"
-    namespace.mkdir(parents=True)
-    (namespace / "dr").symlink_to(REPO, target_is_directory=True)
-    return root
-
-
-@pytest.fixture(scope="module")
-def aws(moto_url):
-    def client(service, region=REGION):
-        return boto3.client(
-            service, endpoint_url=moto_url, region_name=region,
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )
-    return client
-
 
 class Runner:
     """Writes a playbook + inventory into a fresh directory and runs ansible-playbook."""
@@ -143,32 +106,7 @@ class Runner:
         }]
         (work / "site.yml").write_text(json.dumps(playbook))
         (work / "extra.json").write_text(json.dumps(extra_vars or {}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_"))}
-        env.update({
-            "ANSIBLE_CONFIG": str(work / "ansible.cfg"),
-            "ANSIBLE_HOME": str(home),
-            "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
-            "ANSIBLE_REMOTE_TEMP": str(home / "tmp"),
-            "ANSIBLE_COLLECTIONS_PATH": str(self.collections_dir),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-        })
-        cmd = [str(ANSIBLE_PLAYBOOK), "-i", "inventory.json", "site.yml", "-e", "@extra.json"]
-        if check:
-            cmd.append("--check")
-        proc = subprocess.run(
-            cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600, check=False,
-        )
-        proc.output = proc.stdout + proc.stderr
-        return proc
-
-
-def recap(proc):
-    match = re.search(r"^localhost\s+:\s+(.*)$", proc.stdout, re.MULTILINE)
-    assert match, proc.output
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+        return run_playbook(work, home, self.collections_dir, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,8 @@ def test_verify_spec_is_the_modules_plus_postgres():
     module_spec = s3_backup_verify.argument_spec()
     assert {k: v for k, v in spec.items() if k in module_spec} == module_spec
     assert set(spec) - set(module_spec) == {"login_host", "login_port", "login_user", "login_password", "login_db",
-                                            "login_unix_socket", "ssl_mode", "ca_cert", "connect_timeout"}
+                                            "login_unix_socket", "ssl_mode", "ca_cert", "connect_timeout",
+                                            "audit_db", "audit_schema"}
 
 
 def test_build_params_applies_defaults_aliases_and_types(monkeypatch):

@@ -235,3 +235,14 @@ def test_unknown_check_name_is_rejected():
     with pytest.raises(InvalidValueError) as info:
         health.run_checks([{'check': 'kafka'}])
     assert "unknown health check 'kafka'" in info.value.msg
+
+
+def test_a_failed_check_keeps_the_target_of_a_successful_one(unused_port):
+    redis = FakeRedis('pw')
+    try:
+        ok = health.run_checks([{'check': 'redis', 'host': '127.0.0.1', 'port': redis.port, 'password': 'pw'}])[0]
+    finally:
+        redis.close()
+    down = health.run_checks([{'check': 'redis', 'host': '127.0.0.1', 'port': unused_port, 'timeout': 1}])[0]
+    assert ok['status'] == 'ok' and down['status'] == 'critical'
+    assert ok['target'] == '127.0.0.1:%d' % redis.port and down['target'] == '127.0.0.1:%d' % unused_port
