@@ -29,6 +29,24 @@ WRITER_PASSWORD = "failover-writer-secret"
 # How every client of the lab finds the primary: all servers, the writable one wins.
 WRITER_DSN = ("host=%s port=5432 dbname=rtx user=failover_writer password=%s sslmode=require "
               "target_session_attrs=read-write connect_timeout=2" % (",".join(IPS[h] for h in DB_HOSTS), WRITER_PASSWORD))
+# The same client through the endpoint proxies on mol-app-east-1 (role rtx.dr.endpoint, methods haproxy and
+# pgbouncer): one address, the proxy follows the primary. HAProxy passes TLS through; PgBouncer has no client TLS.
+APP_EAST_IP = "172.30.78.31"
+HAPROXY_DSN = ("host=%s port=5433 dbname=rtx user=failover_writer password=%s sslmode=require connect_timeout=2"
+               % (APP_EAST_IP, WRITER_PASSWORD))
+PGBOUNCER_DSN = ("host=%s port=6432 dbname=rtx user=failover_writer password=%s sslmode=disable connect_timeout=2"
+                 % (APP_EAST_IP, WRITER_PASSWORD))
+
+
+def server_behind(dsn):
+    """(address, in_recovery) of the server a connection with ``dsn`` reaches."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT host(inet_server_addr()), pg_is_in_recovery()")
+            return cur.fetchone()
+    finally:
+        conn.close()
 
 
 def docker(*args):
@@ -72,7 +90,7 @@ def start_container(name):
 
 
 class Writer(threading.Thread):
-    """Inserts one row per transaction through the libpq multi-host string.
+    """Inserts one row per transaction through ``dsn`` (default: the libpq multi-host string).
 
     A row id goes into ``acked`` only after COMMIT returned (autocommit:
     execute() returns when the server acknowledged the commit, after the
@@ -80,8 +98,9 @@ class Writer(threading.Thread):
     writer reconnects, as an application would.
     """
 
-    def __init__(self):
+    def __init__(self, dsn=WRITER_DSN):
         super().__init__(daemon=True)
+        self.dsn = dsn
         self.acked = []
         self.errors = 0
         self.first_error_at = None
@@ -95,7 +114,7 @@ class Writer(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 if conn is None:
-                    conn = psycopg2.connect(WRITER_DSN)
+                    conn = psycopg2.connect(self.dsn)
                     conn.autocommit = True
                     with conn.cursor() as cur:
                         cur.execute("SELECT host(inet_server_addr())")

@@ -12,8 +12,8 @@ import json
 import os
 import re
 
-from conftest import (IPS, Writer, docker, get_host, psql, role, route53_value, rows_on, start_container,
-                      streaming_from, timeline, wait_for)
+from conftest import (HAPROXY_DSN, IPS, PGBOUNCER_DSN, Writer, docker, get_host, psql, role, route53_value, rows_on,
+                      server_behind, start_container, streaming_from, timeline, wait_for)
 from labtest import playbook
 
 REPORTS = os.path.join(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "reports")
@@ -45,9 +45,15 @@ def test_failover_refuses_while_the_primary_accepts_writes(probe_table):
 def test_failover_under_write_load_loses_no_acknowledged_commit(probe_table, sns_queue):
     sns_queue()  # drain what site.yml may have published
     writer = Writer()
+    # The same load through the endpoint proxies (HAProxy, PgBouncer) that failover.yml repoints.
+    proxied = {"haproxy": Writer(HAPROXY_DSN), "pgbouncer": Writer(PGBOUNCER_DSN)}
     writer.start()
+    for client in proxied.values():
+        client.start()
     try:
         assert writer.wait_acked(100), "the writer could not commit on the initial primary"
+        for name, client in proxied.items():
+            assert client.wait_acked(20), "no commit through %s on the initial primary" % name
         assert docker("kill", "mol-db-east-1").returncode == 0
 
         # --check shows the plan (candidate and why) and changes nothing.
@@ -66,8 +72,12 @@ def test_failover_under_write_load_loses_no_acknowledged_commit(probe_table, sns
         result = playbook("failover.yml", "-e", "failover_reason=molecule: primary container killed")
         assert result.returncode == 0, out(result)
         assert writer.wait_acked(100, timeout=60), "the writer did not reach the new primary"
+        for name, client in proxied.items():
+            assert client.wait_acked(20, timeout=60), "no commit through %s after the failover" % name
     finally:
         writer.stop()
+        for client in proxied.values():
+            client.stop()
 
     assert "FAILOVER COMPLETE: mol-db-east-2 is the primary" in said(result)
     assert role("mol-db-east-2") == "primary" and timeline("mol-db-east-2") == 2
@@ -81,8 +91,12 @@ def test_failover_under_write_load_loses_no_acknowledged_commit(probe_table, sns
     assert role("mol-db-east-3") == "standby"
     assert wait_for(lambda: timeline("mol-db-east-3") == 2, timeout=30)
 
-    # The client endpoint, the audit row, the report and the notification.
+    # The client endpoints, the audit row, the report and the notification.
     assert route53_value() == IPS["mol-db-east-2"]
+    for name, client in proxied.items():
+        missing = set(client.acked) - rows_on("mol-db-east-2")
+        assert not missing, "%d commits acknowledged through %s are missing" % (len(missing), name)
+        assert server_behind(client.dsn) == (IPS["mol-db-east-2"], False), name
     row = psql(get_host("mol-db-east-2"), "SELECT kind, old_primary, new_primary, status, new_timeline "
                                           "FROM dr.failover_history WHERE kind = 'failover'", db="rtx")
     assert row == "failover|mol-db-east-1|mol-db-east-2|complete|2"
@@ -191,6 +205,8 @@ def test_switchover_under_write_load_loses_nothing_and_switches_back():
     missing = set(writer.acked) - rows_on("mol-db-east-3")
     assert not missing, "%d acknowledged commits lost in the switchovers" % len(missing)
     assert route53_value() == IPS["mol-db-east-3"]
+    assert server_behind(HAPROXY_DSN) == (IPS["mol-db-east-3"], False)
+    assert server_behind(PGBOUNCER_DSN) == (IPS["mol-db-east-3"], False)
     kinds = psql(get_host("mol-db-east-3"), "SELECT count(*) FROM dr.failover_history WHERE kind = 'switchover'",
                  db="rtx")
     assert kinds == "2"
