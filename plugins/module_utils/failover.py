@@ -203,7 +203,7 @@ def plan_failover(layout, facts, hosts_unreachable=(), candidate=None, max_lag_b
     :param allow_lag: promote even when the candidate lags more than max_lag_bytes.
     :param force: fail over even though the old primary still accepts writes;
         it is fenced first.
-    :param last_failover: ``{'failover_id', 'status', 'old_primary', 'new_primary',
+    :param last_failover: ``{'failover_id', 'kind', 'status', 'old_primary', 'new_primary',
         'new_timeline', 'finished_at', 'data_loss_bytes'}`` of the last failover
         recorded on the writable primary (status ``complete`` or ``running``), if
         any: rerunning after a successful failover is then a no-op, and after a
@@ -284,15 +284,16 @@ def plan_failover(layout, facts, hosts_unreachable=(), candidate=None, max_lag_b
                 plan['old_primary'] = done.get('old_primary') or old_primary
                 plan['old_primary_state'] = 'replaced by %s' % primary
                 plan['resume'] = done
-                plan['candidate_reason'] = ('%s was promoted by failover %s, which stopped before its end: '
+                plan['candidate_reason'] = ('%s was promoted by %s %s, which stopped before its end: '
                                             'resuming it (repoint, endpoint, verify, record)'
-                                            % (primary, done.get('failover_id')))
+                                            % (primary, done.get('kind') or 'failover', done.get('failover_id')))
                 _set_followers(plan, layout, standbys, primary, plan['old_primary'], other_sysid)
                 plan['estimated_loss_bytes'] = done.get('data_loss_bytes')
                 return plan
             plan['action'] = 'none'
-            plan['candidate_reason'] = ('%s was promoted by the failover finished at %s and is the primary '
-                                        '(timeline %s): nothing to do' % (primary, done.get('finished_at'),
+            plan['candidate_reason'] = ('%s was promoted by the %s finished at %s and is the primary '
+                                        '(timeline %s): nothing to do' % (primary, done.get('kind') or 'failover',
+                                                                          done.get('finished_at'),
                                                                           facts[primary].get('timeline')))
             return plan
         if not force:

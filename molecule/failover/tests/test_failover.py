@@ -210,3 +210,30 @@ def test_switchover_under_write_load_loses_nothing_and_switches_back():
     kinds = psql(get_host("mol-db-east-3"), "SELECT count(*) FROM dr.failover_history WHERE kind = 'switchover'",
                  db="rtx")
     assert kinds == "2"
+
+
+def test_a_switchover_stopped_after_its_promotion_is_finished_by_failover_yml():
+    old = "mol-db-east-3"
+    assert role(old) == "primary"
+    sync = [h for h, state in streaming_from(old).items() if state == "sync"]
+    assert sync, streaming_from(old)
+    new = sync[0]
+    # The endpoint step (Step 7, after the promotion) fails: a hosted zone that does not exist.
+    broken = playbook("switchover.yml", "-e", "rtx_dr_endpoint_route53_zone=missing.rtx-molecule.internal")
+    assert broken.returncode != 0, out(broken)
+    assert role(new) == "primary"
+    assert psql(get_host(new), "SELECT kind || '|' || status FROM dr.failover_history ORDER BY started_at DESC LIMIT 1",
+                db="rtx") == "switchover|running"
+    # Another switchover is refused until that one is finished, and changes nothing.
+    again = playbook("switchover.yml")
+    assert again.returncode != 0 and "Finish it first: ansible-playbook playbooks/failover.yml" in said(again)
+    assert role(new) == "primary" and role(old) == "standby"
+    # failover.yml resumes it: endpoint, verify, record (the old primary already follows).
+    resumed = playbook("failover.yml")
+    assert resumed.returncode == 0, out(resumed)
+    assert "promoted by switchover" in said(resumed)
+    assert psql(get_host(new), "SELECT kind || '|' || status FROM dr.failover_history ORDER BY started_at DESC LIMIT 1",
+                db="rtx") == "switchover|complete"
+    assert route53_value() == IPS[new]
+    assert server_behind(HAPROXY_DSN) == (IPS[new], False) and server_behind(PGBOUNCER_DSN) == (IPS[new], False)
+    assert old in wait_for(lambda: streaming_from(new), timeout=30)

@@ -391,6 +391,22 @@ def test_rerun_after_a_run_that_stopped_after_promotion_resumes_it():
     assert plan['resume'] == last
 
 
+def test_a_switchover_that_stopped_after_promotion_is_resumed_as_a_switchover():
+    # switchover.yml promoted db2 and stopped (e.g. at the endpoint); db1 was shut down cleanly and does not run.
+    facts = {'db1': down(), 'db2': primary(timeline=2), 'db3': standby(timeline=2, upstream='db2'),
+             'dbw': standby(timeline=2, upstream='db2')}
+    last = {'failover_id': 'switchover-1-db2', 'kind': 'switchover', 'status': 'running', 'old_primary': 'db1',
+            'new_primary': 'db2', 'new_timeline': 2, 'data_loss_bytes': 0}
+    plan = plan_failover(LAYOUT, facts, last_failover=last)
+    assert plan['action'] == 'resume' and plan['resume']['kind'] == 'switchover'
+    assert 'promoted by switchover switchover-1-db2' in plan['candidate_reason']
+    # the old primary is neither fenced nor repointed here: rejoin.yml brings it back
+    assert plan['fence'] == [] and plan['stonith'] == [] and 'db1' not in plan['repoint']
+    done = dict(last, status='complete', finished_at='2026-11-27T10:00:00Z')
+    again = plan_failover(LAYOUT, facts, last_failover=done)
+    assert again['action'] == 'none' and 'the switchover finished at 2026-11-27T10:00:00Z' in again['candidate_reason']
+
+
 def test_running_record_of_another_timeline_is_refused():
     facts = {'db1': down(), 'db2': primary(timeline=3), 'db3': standby(timeline=3, upstream='db2'),
              'dbw': standby(timeline=3, upstream='db2')}
