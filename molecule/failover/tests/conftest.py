@@ -89,6 +89,10 @@ def start_container(name):
                     timeout=60)
 
 
+# Row ids of every Writer (next() on itertools.count is atomic in CPython).
+_IDS = itertools.count(int(time.time() * 1000) * 1000)
+
+
 class Writer(threading.Thread):
     """Inserts one row per transaction through ``dsn`` (default: the libpq multi-host string).
 
@@ -107,7 +111,7 @@ class Writer(threading.Thread):
         self.first_ok_after_error = None
         self.hosts = set()
         self._stop_event = threading.Event()
-        self._ids = itertools.count(int(time.time() * 1000) * 1000)
+        self._ids = _IDS  # one id sequence for every writer: writers started together must not collide
 
     def run(self):
         conn = None
