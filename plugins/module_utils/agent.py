@@ -70,6 +70,9 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 COMMANDS = ("backup", "verify")
+# Sections of the configuration: one per command, and "wal" for the archive/restore commands
+# (wal_agent.py reads it; the backup agent accepts and ignores it).
+SECTIONS = COMMANDS + ("wal",)
 SECRET_OPTIONS = frozenset(("login_password", "secret_key", "session_token"))
 
 _TRUE = frozenset(("1", "true", "yes", "on", "y", "t"))
@@ -242,7 +245,7 @@ class Log:
 
 
 def read_config(path):
-    """Return ``{"common": {...}, "backup": {...}, "verify": {...}}`` from a JSON or INI file."""
+    """Return ``{"common": {...}, "backup": {...}, "verify": {...}, "wal": {...}}`` from a JSON or INI file."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -258,9 +261,9 @@ def read_config(path):
         except ValueError as exc:
             raise InvalidValueError("Agent configuration %s is not valid JSON: %s" % (path, exc),
                                     details={"config": path}) from None
-        sections = {"common": {}, "backup": {}, "verify": {}}
+        sections = dict((name, {}) for name in ("common",) + SECTIONS)
         for key, value in data.items():
-            if key in COMMANDS:
+            if key in SECTIONS:
                 if not isinstance(value, dict):
                     raise InvalidValueError(
                         "Agent configuration %s: key %s must be an object of %s options" % (path, key, key),
@@ -279,16 +282,15 @@ def read_config(path):
             hint="Use a JSON object, or INI with an [agent] section (and optional [backup]/[verify]).",
             details={"config": path},
         ) from None
-    unknown = [s for s in parser.sections() if s not in ("agent",) + COMMANDS]
+    unknown = [s for s in parser.sections() if s not in ("agent",) + SECTIONS]
     if unknown:
         raise InvalidValueError(
-            "Agent configuration %s: unknown section [%s]; expected [agent], [backup], [verify]"
+            "Agent configuration %s: unknown section [%s]; expected [agent], [backup], [verify], [wal]"
             % (path, unknown[0]), details={"config": path})
-    return {
-        "common": dict(parser["agent"]) if parser.has_section("agent") else {},
-        "backup": dict(parser["backup"]) if parser.has_section("backup") else {},
-        "verify": dict(parser["verify"]) if parser.has_section("verify") else {},
-    }
+    sections = {"common": dict(parser["agent"]) if parser.has_section("agent") else {}}
+    for name in SECTIONS:
+        sections[name] = dict(parser[name]) if parser.has_section(name) else {}
+    return sections
 
 
 def _aliases(spec):

@@ -196,17 +196,26 @@ def boto3_client(params, service, config=None, **client_kwargs):
             config=merged,
             **client_kwargs,
         )
-    except botocore.exceptions.NoRegionError:
-        raise InvalidValueError(
-            "No AWS region for service %s: option region is not set and no default region is configured" % service,
-            hint="Set region (or AWS_REGION / AWS_DEFAULT_REGION, or a region in the AWS profile).",
-        ) from None
-    except ValueError as exc:
-        # botocore raises ValueError for a malformed endpoint URL.
-        raise InvalidValueError(
+    except (botocore.exceptions.NoRegionError, ValueError) as exc:
+        raise client_creation_error(exc, service, endpoint_url) from None
+
+
+def client_creation_error(exc, service, endpoint_url,
+                          region_hint="Set region (or AWS_REGION / AWS_DEFAULT_REGION, or a region in the AWS profile)."):
+    """The :class:`InvalidValueError` for an exception raised while a client is built.
+
+    botocore raises ``NoRegionError`` without a region and ``ValueError`` for a malformed
+    endpoint URL; shared by :func:`boto3_client` and the WAL agent's botocore-only client.
+    """
+    if isinstance(exc, ValueError):
+        return InvalidValueError(
             "Invalid option endpoint_url %r: %s" % (endpoint_url, exc),
             hint="Use a full URL such as https://s3.eu-west-1.amazonaws.com or http://minio:9000.",
-        ) from None
+        )
+    return InvalidValueError(
+        "No AWS region for service %s: option region is not set and no default region is configured" % service,
+        hint=region_hint,
+    )
 
 
 _CLIENT_ERROR_HINTS = {

@@ -47,6 +47,7 @@ from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argum
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
 from ansible_collections.rtx.dr.plugins.module_utils.backup import manifest_checksum_ok
 from ansible_collections.rtx.dr.plugins.module_utils.backup import parse_backup_label
+from ansible_collections.rtx.dr.plugins.module_utils.compress import EXTENSIONS
 from ansible_collections.rtx.dr.plugins.module_utils.compress import METHODS
 from ansible_collections.rtx.dr.plugins.module_utils.compress import new_decompressor
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
@@ -847,12 +848,16 @@ class Verifier:
                       "%s: %s" % (len(missing), start, stop, record.get("timeline"), where, _quote_names(missing)))
 
 
+_WAL_SEGMENT_SUFFIXES = frozenset(EXTENSIONS.values())
+
+
 def find_archived_wal(s3, bucket, prefix, segments):
     """Which of ``segments`` are in the WAL archive: ``{segment: key}``.
 
-    A segment is found as ``<prefix>/wal/<timeline>/<segment>[.ext]`` or as any key under
-    ``<prefix>/wal/`` whose base name starts with the segment name. One listing of the
-    archive prefix; only matches are kept.
+    A segment is found as ``<prefix>/wal/<timeline>/<segment>[.ext]``: the base name is the
+    segment name alone or followed by a compression extension (``.zst``, ``.lz4``, ``.gz``).
+    A ``.partial`` segment or a ``.backup`` history file of the same name does not count.
+    One listing of the archive prefix; only matches are kept.
     """
     wanted = set(segments)
     found = {}
@@ -861,8 +866,9 @@ def find_archived_wal(s3, bucket, prefix, segments):
         paginator = s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=start):
             for item in page.get("Contents") or ():
-                base = item["Key"].rsplit("/", 1)[-1][:24]
-                if base in wanted and base not in found:
+                name = item["Key"].rsplit("/", 1)[-1]
+                base, suffix = name[:24], name[24:]
+                if base in wanted and base not in found and suffix in _WAL_SEGMENT_SUFFIXES:
                     found[base] = item["Key"]
     except Exception as exc:  # pylint: disable=broad-exception-caught
         raise error_from_boto(exc, "listing the WAL archive s3://%s/%s" % (bucket, start)) from None

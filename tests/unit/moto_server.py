@@ -142,3 +142,24 @@ def kms_key(kms_client):
     alias = "alias/rtx-test-%s" % uuid.uuid4().hex[:8]
     kms_client.create_alias(AliasName=alias, TargetKeyId=meta["KeyId"])
     return {"alias": alias, "key_id": meta["KeyId"], "arn": meta["Arn"]}
+
+
+def encrypted_bucket_and_key(moto_url, name):
+    """A bucket with default SSE-KMS and a KMS key with an alias on the moto server at ``moto_url``.
+
+    Returns ``{"url", "s3", "bucket", "alias", "arn"}`` (``s3`` a boto3 client); names start with ``name``.
+    """
+    import boto3  # pylint: disable=import-outside-toplevel
+
+    kwargs = dict(endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
+                  aws_secret_access_key="testing")
+    s3 = boto3.client("s3", **kwargs)
+    kms = boto3.client("kms", **kwargs)
+    bucket = "%s-%s" % (name, uuid.uuid4().hex[:10])
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
+    key = kms.create_key(Description="rtx.dr %s test" % name)["KeyMetadata"]
+    alias = "alias/%s-%s" % (name, uuid.uuid4().hex[:8])
+    kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    return {"url": moto_url, "s3": s3, "bucket": bucket, "alias": alias, "arn": key["Arn"]}

@@ -12,7 +12,8 @@ import json
 import os
 import re
 
-from conftest import (HAPROXY_DSN, IPS, PGBOUNCER_DSN, Writer, docker, get_host, psql, role, route53_value, rows_on,
+import boto3
+from conftest import (AWS, HAPROXY_DSN, IPS, PGBOUNCER_DSN, Writer, docker, get_host, psql, role, route53_value, rows_on,
                       server_behind, start_container, streaming_from, timeline, wait_for)
 from labtest import playbook
 
@@ -93,6 +94,11 @@ def test_failover_under_write_load_loses_no_acknowledged_commit(probe_table, sns
 
     # The client endpoints, the audit row, the report and the notification.
     assert route53_value() == IPS["mol-db-east-2"]
+    # WAL archiving follows the primary: the new timeline's history file reaches the archive.
+    archive = boto3.client("s3", **AWS)
+    assert wait_for(lambda: archive.list_objects_v2(Bucket="rtx-dr-backups-rtx-molecule",
+                                                    Prefix="pgbackup/rtx-molecule/wal/00000002.history").get("Contents"),
+                    timeout=90), "00000002.history was not archived by the new primary"
     for name, client in proxied.items():
         missing = set(client.acked) - rows_on("mol-db-east-2")
         assert not missing, "%d commits acknowledged through %s are missing" % (len(missing), name)

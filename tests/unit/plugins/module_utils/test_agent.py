@@ -29,6 +29,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from moto_server import encrypted_bucket_and_key  # noqa: E402 pylint: disable=wrong-import-position
 from moto_server import moto_url  # noqa: E402,F401 pylint: disable=unused-import,wrong-import-position
 
 from ansible_collections.rtx.dr.plugins.module_utils import agent  # noqa: E402 pylint: disable=wrong-import-position
@@ -96,6 +97,20 @@ def test_ini_config_and_verify_expects_the_backup_key(tmp_path):
     assert agent.params_for("backup", sections)["kms_key_id"] == "alias/k"
 
 
+@pytest.mark.parametrize("name, text", [
+    ("agent.json", json.dumps({"bucket": "b", "kms_key_id": "alias/k", "cluster_name": "main",
+                               "wal": {"compression": "lz4"}})),
+    ("agent.ini", "[agent]\nbucket = b\nkms_key_id = alias/k\ncluster_name = main\n[wal]\ncompression = lz4\n"),
+])
+def test_the_wal_section_belongs_to_the_wal_agent_and_is_ignored_here(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    sections = agent.read_config(str(path))
+    assert sections["wal"] == {"compression": "lz4"}
+    # the backup's compression is not the WAL's
+    assert agent.params_for("backup", sections)["compression"] != "lz4"
+
+
 def test_shim_only_when_ansible_is_missing():
     assert agent.ensure_ansible_basic() is False  # ansible is installed here: nothing replaced
     with pytest.raises(agent.AnsibleFallbackNotFound):
@@ -123,20 +138,7 @@ def host_layout(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def aws(moto_url):  # noqa: F811 pylint: disable=redefined-outer-name
-    import boto3  # pylint: disable=import-outside-toplevel
-
-    kwargs = dict(endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
-                  aws_secret_access_key="testing")
-    s3 = boto3.client("s3", **kwargs)
-    kms = boto3.client("kms", **kwargs)
-    bucket = "rtx-agent-%s" % uuid.uuid4().hex[:10]
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
-    key = kms.create_key(Description="rtx.dr agent test")["KeyMetadata"]
-    alias = "alias/rtx-agent-%s" % uuid.uuid4().hex[:8]
-    kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
-    return {"url": moto_url, "s3": s3, "bucket": bucket, "alias": alias}
+    return encrypted_bucket_and_key(moto_url, "rtx-agent")
 
 
 PREFIX = "pgbackup/agent-test"

@@ -1,0 +1,218 @@
+# -*- coding: utf-8 -*-
+
+# Copyright: (c) 2025, rtx.dr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Host-side WAL archive and restore commands (``archive_command`` / ``restore_command``).
+
+On the database host, with Debian's python3 (python3-botocore or python3-boto3, and
+python3-zstandard for the default compression; ansible is not needed)::
+
+    archive_command = 'PYTHONPATH=/usr/local/lib/rtx-dr python3 -m
+        ansible_collections.rtx.dr.plugins.module_utils.wal_agent [--config FILE] push %p'
+    restore_command = 'PYTHONPATH=/usr/local/lib/rtx-dr python3 -m
+        ansible_collections.rtx.dr.plugins.module_utils.wal_agent [--config FILE] fetch %f %p'
+
+``push`` and ``fetch`` are :func:`walarchive.push` and :func:`walarchive.fetch`.
+
+Configuration: the backup agent's file (default ``/etc/rtx-dr/agent.json``, or
+``$RTX_DR_AGENT_CONFIG``). From its top level (``[agent]`` in INI) only the options
+shared with the backups are read: the AWS options, ``bucket``, ``prefix``,
+``cluster_name``, ``encryption`` and ``kms_key_id``; the other keys belong to the
+backup agent and are ignored here. An optional ``"wal"`` object (``[wal]`` in INI)
+holds the WAL-only options ``compression`` (default ``auto``: zstd when importable),
+``compression_level`` and ``wal_segment_size`` (bytes, default 16 MiB) and may
+override the shared ones; unknown keys there are errors. A WAL archive command
+cannot ask the server for its ``cluster_name``: ``prefix`` or ``cluster_name`` must
+be in the file. ``kms_key_id`` given as an ARN saves one KMS request per call (an
+alias is resolved with ``kms:DescribeKey``, as the bucket policy pins the key ARN).
+
+Exit codes: 0 archived / restored (or already archived with the same content);
+1 anything else, with one line on stderr (PostgreSQL writes it to its log and
+retries the archiving). ``fetch`` of a file that is not archived exits 1 without
+a message (``--verbose`` prints one): PostgreSQL asks for files that do not exist.
+Nothing is written on stdout.
+
+Per call it costs a Python start, the imports and one client: only botocore is
+loaded (not boto3 and its transfer manager), and no ansible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ansible_collections.rtx.dr.plugins.module_utils.agent import DEFAULT_CONFIG
+from ansible_collections.rtx.dr.plugins.module_utils.agent import Log
+from ansible_collections.rtx.dr.plugins.module_utils.agent import build_params
+from ansible_collections.rtx.dr.plugins.module_utils.agent import ensure_ansible_basic
+from ansible_collections.rtx.dr.plugins.module_utils.agent import read_config
+from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
+from ansible_collections.rtx.dr.plugins.module_utils.errors import MissingLibraryError
+from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
+
+PROG = "rtx-dr-wal"
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+#: WAL-only options: read from the wal section only (top-level keys of these names are the backup's).
+WAL_ONLY = frozenset(("compression", "compression_level", "wal_segment_size"))
+#: The section of the agent configuration with the WAL-only options.
+SECTION = "wal"
+
+#: Client timeouts (seconds): an unreachable endpoint fails the call (PostgreSQL retries) instead of hanging.
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
+
+
+def wal_spec():
+    ensure_ansible_basic()
+    from ansible_collections.rtx.dr.plugins.module_utils.walarchive import wal_argument_spec  # pylint: disable=import-outside-toplevel
+
+    return wal_argument_spec()
+
+
+def read_wal_config(path):
+    """``(top-level options, wal section)`` of the agent configuration at ``path`` (JSON or INI).
+
+    The file is read by the backup agent's own reader (:func:`agent.read_config`), so both agree on its
+    format; nested sections other than ``wal`` belong to the backup agent and are ignored here.
+    """
+    sections = read_config(path)
+    common = dict((k, v) for k, v in sections["common"].items() if not isinstance(v, dict))
+    return common, dict(sections.get(SECTION) or {})
+
+
+def params_from_config(path):
+    """The WAL options (params dict of :func:`walarchive.wal_argument_spec`) from the agent configuration.
+
+    Top-level keys: the shared options (every option but :data:`WAL_ONLY`, aliases accepted),
+    the rest is ignored; the ``wal`` section: any option, overriding the top level, unknown keys
+    are errors.
+    """
+    spec = wal_spec()
+    names = {}
+    for name, arg in spec.items():
+        for key in (name,) + tuple(arg.get("aliases") or ()):
+            names[key] = name
+    common, section = read_wal_config(path)
+    overridden = {names.get(key) for key in section}
+    given = {key: value for key, value in common.items()
+             if key in names and names[key] not in WAL_ONLY and names[key] not in overridden}
+    given.update(section)
+    return build_params(spec, given, "agent configuration %s" % path)
+
+
+def make_client(params, service):
+    """A botocore client from the aws options: what ``aws.boto3_client`` builds, without importing boto3.
+
+    Same credentials rules (``aws.session_kwargs``), certificate checks (``aws.client_verify``),
+    user agent and retries; shorter connect/read timeouts (see :data:`CONNECT_TIMEOUT`).
+    """
+    ensure_ansible_basic()
+    from ansible_collections.rtx.dr.plugins.module_utils import aws  # pylint: disable=import-outside-toplevel
+
+    try:
+        import botocore.config  # pylint: disable=import-outside-toplevel
+        import botocore.exceptions  # pylint: disable=import-outside-toplevel
+        import botocore.session  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:
+        raise MissingLibraryError("botocore", hint=aws.BOTO3_HINT, import_error=exc) from None
+    kwargs = aws.session_kwargs(params)
+    endpoint_url = params.get("endpoint_url") or None
+    options = {"user_agent_extra": aws.USER_AGENT_EXTRA, "retries": dict(aws.DEFAULT_RETRIES),
+               "connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}
+    if service == "s3" and endpoint_url:
+        options["s3"] = {"addressing_style": "path"}
+    try:
+        session = botocore.session.Session(profile=kwargs.get("profile_name"))
+        if kwargs.get("aws_access_key_id"):
+            session.set_credentials(kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"],
+                                    kwargs.get("aws_session_token"))
+        return session.create_client(service, region_name=kwargs.get("region_name"), endpoint_url=endpoint_url,
+                                     verify=aws.client_verify(params), config=botocore.config.Config(**options))
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise InvalidValueError(
+            "AWS profile %r (option profile or AWS_PROFILE) not found: %s" % (kwargs.get("profile_name"), exc),
+            hint="Define the profile for the PostgreSQL server's user, or set access_key/secret_key.",
+        ) from None
+    except (botocore.exceptions.NoRegionError, ValueError) as exc:
+        raise aws.client_creation_error(
+            exc, service, endpoint_url,
+            region_hint="Set region in the agent configuration (or AWS_REGION in the server's environment).") from None
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="rtx.dr WAL archive: PostgreSQL archive_command (push %%p) and restore_command "
+        "(fetch %%f %%p) to/from S3 with the collection's module_utils.",
+        epilog="Exit codes: 0 done, 1 failed or (fetch) not archived.",
+    )
+    parser.add_argument("--config", "-c", default=os.environ.get("RTX_DR_AGENT_CONFIG") or DEFAULT_CONFIG,
+                        help="JSON or INI agent configuration (default %(default)s)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="one line on stderr also on success and for files that are not archived")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    push = sub.add_parser("push", help="archive one WAL file: push %%p")
+    push.add_argument("path", help="the WAL file (PostgreSQL's %%p, relative to the data directory)")
+    fetch = sub.add_parser("fetch", help="restore one WAL file: fetch %%f %%p")
+    fetch.add_argument("name", help="the WAL file name (PostgreSQL's %%f)")
+    fetch.add_argument("dest", help="where to write it (PostgreSQL's %%p)")
+    sub.add_parser("check-config", help="validate the WAL settings of the configuration; contacts nothing")
+    return parser.parse_args(argv)
+
+
+def run(args, log, client_factory=None):
+    """Run the command; the result dict of push/fetch. Raises what they raise."""
+    ensure_ansible_basic()
+    from ansible_collections.rtx.dr.plugins.module_utils import walarchive  # pylint: disable=import-outside-toplevel
+
+    params = params_from_config(args.config)
+    client_factory = client_factory or make_client
+    if args.command == "check-config":
+        walarchive.check_options(params)
+        log("WAL settings of %s are valid (s3://%s/%s, compression %s)" % (
+            args.config, params.get("bucket"), walarchive.wal_prefix(walarchive.resolve_prefix(params)),
+            params.get("compression")))
+        return {}
+    if args.command == "push":
+        walarchive.check_options(params)  # option errors before any client is built
+        s3 = client_factory(params, "s3")
+        return walarchive.push(s3, params, args.path, log=log if args.verbose else None,
+                               kms=lambda: client_factory(params, "kms"))
+    walarchive.check_options(params, upload=False)
+    s3 = client_factory(params, "s3")
+    return walarchive.fetch(s3, params, args.name, args.dest, log=log if args.verbose else None)
+
+
+def main(argv=None, stderr=None, client_factory=None):
+    """Entry point; returns the exit code (0 done, 1 failed or not archived)."""
+    args = parse_args(argv)
+    log = Log("wal-%s" % args.command, stderr)
+    try:
+        run(args, log, client_factory)
+    except RtxDrError as exc:
+        from ansible_collections.rtx.dr.plugins.module_utils.walarchive import WalNotFoundError  # pylint: disable=import-outside-toplevel
+
+        if isinstance(exc, WalNotFoundError):
+            if args.verbose:
+                log("%s: not found in the archive" % args.name)
+            return EXIT_FAILED
+        what = {"push": getattr(args, "path", ""), "fetch": getattr(args, "name", "")}.get(args.command, args.config)
+        log.error("%s %s failed: %s" % (args.command, what, exc))
+        return EXIT_FAILED
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        log.error("%s failed: unexpected error %s: %s (probably a bug in rtx.dr; rerun with --verbose by hand)"
+                  % (args.command, type(exc).__name__, exc))
+        if args.verbose:
+            import traceback  # pylint: disable=import-outside-toplevel
+
+            log.error(" | ".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
