@@ -350,6 +350,8 @@ def run_checks(specs, thresholds=None, total_timeout=20.0):
         started = time.monotonic()
         try:
             result = CHECK_FUNCTIONS[name](merged[name], **kwargs)
+            if not isinstance(result, dict):
+                raise RuntimeError('the check returned no result')
         # A check must never stop the others, whatever it raises.
         except Exception as exc:  # pylint: disable=broad-except
             result = _result(name, spec_target(spec), 'critical', None, merged[name],

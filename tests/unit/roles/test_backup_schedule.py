@@ -310,7 +310,7 @@ def test_rendered_configuration_is_valid_for_the_agent(tmp_path):
         "cluster_name": "lab", "compression": "zstd", "encryption": "aws:kms", "endpoint_url": "http://172.30.77.1:5000",
         "kms_key_id": "alias/rtx-dr-backups", "login_port": 5432, "login_unix_socket": "/var/run/postgresql",
         "login_user": "postgres", "prefix": "pgbackup/lab", "region": "us-east-1", "secret_key": SECRET,
-        "backup": {"timeout": 14400}, "verify": {"checksums": False},
+        "backup": {"timeout": 14400}, "verify": {"checksums": False}, "wal": {},
     }
     lib = tmp_path / "lib"
     install_layout(lib)

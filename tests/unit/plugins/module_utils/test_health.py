@@ -246,3 +246,9 @@ def test_a_failed_check_keeps_the_target_of_a_successful_one(unused_port):
     down = health.run_checks([{'check': 'redis', 'host': '127.0.0.1', 'port': unused_port, 'timeout': 1}])[0]
     assert ok['status'] == 'ok' and down['status'] == 'critical'
     assert ok['target'] == '127.0.0.1:%d' % redis.port and down['target'] == '127.0.0.1:%d' % unused_port
+
+
+def test_a_check_that_returns_nothing_is_critical(monkeypatch):
+    monkeypatch.setitem(health.CHECK_FUNCTIONS, 'memory', lambda threshold, **_kwargs: None)
+    result = health.run_checks([{'check': 'memory'}])[0]
+    assert result['status'] == 'critical' and 'returned no result' in result['message']
