@@ -87,6 +87,8 @@ demo: lab
 	ansible-playbook -i $(INVENTORY) playbooks/replication_status.yml
 	ansible-playbook -i $(INVENTORY) playbooks/backup_full.yml
 	ansible-playbook -i $(INVENTORY) playbooks/verify_backups.yml -e verify_select=all
+	# Restore drill: the latest backup + archived WAL restored into a scratch server on the west standby, checked, removed.
+	ansible-playbook -i $(INVENTORY) playbooks/restore.yml -e restore_host=db-west-1 -e restore_verify_only=true
 	# Alert rules + Alertmanager routing to SNS (into .lab/monitoring), and the health of every host.
 	ansible-playbook -i $(INVENTORY) playbooks/monitoring.yml
 	ansible-playbook -i $(INVENTORY) playbooks/health_check.yml

@@ -1,5 +1,6 @@
 """Helpers shared by the testinfra tests of every Molecule scenario of rtx.dr."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import testinfra
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(os.environ.get("RTX_DR_REPO") or Path(__file__).resolve().parents[2])
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE")
 
 
@@ -42,4 +43,14 @@ def playbook(name, *extra, timeout=900):
     env.pop("ANSIBLE_FORCE_COLOR", None)
     cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(Path(INVENTORY).parent),
            str(REPO / "playbooks" / name)] + list(extra)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def ansible_module(host, module, args, become_user="postgres", timeout=300):
+    """Run one module on an inventory host (ad hoc, as become_user); return the CompletedProcess."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".lab" / "collections"), ANSIBLE_NOCOLOR="1")
+    env.pop("ANSIBLE_FORCE_COLOR", None)
+    cmd = [str(Path(sys.executable).with_name("ansible")), "-i", str(Path(INVENTORY).parent), host, "-b",
+           "--become-user", become_user, "-m", module, "-a", json.dumps(args)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)

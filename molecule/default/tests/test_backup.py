@@ -7,31 +7,20 @@ inspect S3 directly with boto3 (the same endpoint the modules use).
 import json
 import os
 import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 import boto3
 import pytest
 import zstandard
 
 from conftest import PRIMARY, get_host, psql
+from labtest import playbook
 
-REPO = Path(__file__).resolve().parents[3]
-INVENTORY_DIR = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
 ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
 BUCKET = "rtx-dr-backups-rtx-molecule"
 PREFIX = "pgbackup/rtx-molecule"
 SCRATCH = "mol-app-west-1"
 PGBENCH_SCALE = 10
-
-
-def playbook(name, *extra):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".lab" / "collections"), ANSIBLE_NOCOLOR="1")
-    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", INVENTORY_DIR,
-           str(REPO / "playbooks" / name)] + list(extra)
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
 def s3():

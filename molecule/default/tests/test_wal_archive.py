@@ -1,23 +1,28 @@
 """Continuous WAL archiving on the lab: archive_command (rtx.dr.backup_schedule) pushes every segment of the primary
 to S3 with SSE-KMS and SHA256; the restore side (wal_agent fetch) gets back the same bytes on another host."""
 
+import base64
 import hashlib
+import json
 import os
+import re
 
 import boto3
 
 from conftest import PRIMARY, STANDBYS, get_host, psql, wait_for
+from labtest import ansible_module
 
 ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
-BUCKET = "rtx-dr-backups-rtx-molecule"
-PREFIX = "pgbackup/rtx-molecule"
+BUCKET = os.environ.get("RTX_DR_TEST_BUCKET", "rtx-dr-backups-rtx-molecule")
+PREFIX = os.environ.get("RTX_DR_TEST_PREFIX", "pgbackup/rtx-molecule")
+ACCESS = os.environ.get("RTX_DR_TEST_ACCESS_KEY", "molecule-access-key")
 AGENT = ("PYTHONPATH=/usr/local/lib/rtx-dr python3 -m ansible_collections.rtx.dr.plugins.module_utils.wal_agent "
          "--config /etc/rtx-dr/agent.json")
 
 
 def s3():
     return boto3.client("s3", endpoint_url=ENDPOINT, region_name="us-east-1",
-                        aws_access_key_id="molecule-access-key", aws_secret_access_key="molecule-secret-key")
+                        aws_access_key_id=ACCESS, aws_secret_access_key="molecule-secret-key")
 
 
 def archiver(host):
@@ -68,3 +73,47 @@ def test_the_health_agent_reports_the_archiver():
     text = primary.file("/var/lib/rtx/metrics/rtx_dr_health.prom").content_string
     assert "rtx_dr_wal_archive_enabled 1" in text
     assert "rtx_dr_wal_archive_failed_total" in text and "rtx_dr_wal_archive_last_archived_timestamp_seconds 0\n" not in text
+
+
+def test_endpoint_down_under_writes_then_archiving_resumes_without_gap():
+    """The AWS endpoint unreachable for the archive command (its configuration points at a closed port): PostgreSQL
+    keeps the segments (.ready), the failures are counted in pg_stat_archiver; once the endpoint is back every
+    segment reaches S3 and wal_archive_status finds no gap."""
+    primary = get_host(PRIMARY)
+    config = "/etc/rtx-dr/agent.json"
+    original = primary.file(config).content_string
+    broken = json.loads(original)
+    broken["endpoint_url"] = ENDPOINT.rsplit(":", 1)[0] + ":1"  # nothing listens on port 1
+
+    def write(text):
+        encoded = base64.b64encode(text.encode()).decode()
+        cmd = primary.run("echo %s | base64 -d > %s" % (encoded, config))  # keeps owner and mode
+        assert cmd.rc == 0, cmd.stderr
+
+    _archived, failed_before, _last = archiver(primary)
+    written = []
+    write(json.dumps(broken))
+    try:
+        psql(primary, "CREATE TABLE IF NOT EXISTS public.wal_outage (id int, t timestamptz DEFAULT now())", db="rtx")
+        for i in range(3):
+            psql(primary, "INSERT INTO public.wal_outage (id) SELECT g FROM generate_series(1, 2000) g", db="rtx")
+            written.append(psql(primary, "SELECT pg_walfile_name(pg_current_wal_lsn())"))
+            psql(primary, "SELECT pg_switch_wal()")
+        assert wait_for(lambda: archiver(primary)[1] > failed_before, timeout=120), archiver(primary)
+        ready = int(psql(primary, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"))
+        assert ready >= 1, "PostgreSQL must keep the unarchived segments"
+        assert psql(primary, "SELECT last_failed_wal IS NOT NULL FROM pg_stat_archiver") == "t"
+    finally:
+        write(original)
+    psql(primary, "SELECT pg_switch_wal()")  # wakes the archiver up at once
+    assert wait_for(lambda: archiver(primary)[2] >= written[-1], timeout=180), archiver(primary)
+    keys = {o["Key"].rsplit("/", 1)[-1][:24]
+            for page in s3().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX + "/wal/")
+            for o in page.get("Contents", [])}
+    assert set(written) <= keys, set(written) - keys
+    status = ansible_module(PRIMARY, "rtx.dr.wal_archive_status", {
+        "bucket": BUCKET, "prefix": PREFIX, "endpoint_url": ENDPOINT, "region": "us-east-1",
+        "access_key": ACCESS, "secret_key": "molecule-secret-key", "since": "latest_backup",
+        "login_unix_socket": "/var/run/postgresql"})
+    assert status.returncode == 0, status.stdout[-3000:]
+    assert re.search(r'(^|\s)"?gaps"?: \[\]', status.stdout, re.M), status.stdout[-3000:]

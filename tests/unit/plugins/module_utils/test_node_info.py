@@ -11,6 +11,8 @@ import datetime
 import decimal
 import ipaddress
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,52 +24,8 @@ from ansible_collections.rtx.dr.plugins.module_utils.node_info import empty_node
 from ansible_collections.rtx.dr.plugins.module_utils.node_info import gather_node_info
 from ansible_collections.rtx.dr.plugins.module_utils.node_info import to_jsonable
 
-
-class PermissionDenied(Exception):
-    sqlstate = "42501"
-
-
-class ScriptedCursor:
-    def __init__(self, conn):
-        self.conn = conn
-        self.description = None
-        self.rows = []
-        self.rowcount = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def execute(self, sql, params=None):
-        self.conn.queries.append(sql)
-        for needle, answer in self.conn.script:
-            if needle in sql:
-                if isinstance(answer, Exception):
-                    raise answer
-                rows = answer
-                break
-        else:
-            raise AssertionError("unexpected query: %s" % sql)
-        columns = sorted({key for row in rows for key in row}) or ["x"]
-        self.description = [(c,) for c in columns]
-        self.rows = [tuple(row.get(c) for c in columns) for row in rows]
-
-    def fetchone(self):
-        return self.rows[0] if self.rows else None
-
-    def fetchall(self):
-        return self.rows
-
-
-class ScriptedConnection:
-    def __init__(self, script):
-        self.script = script
-        self.queries = []
-
-    def cursor(self):
-        return ScriptedCursor(self)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from scripted_db import PermissionDenied, ScriptedConnection  # noqa: E402 pylint: disable=wrong-import-position
 
 
 SETTINGS_ROWS = [

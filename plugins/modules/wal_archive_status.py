@@ -1,0 +1,469 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright: (c) 2025, rtx.dr contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: wal_archive_status
+short_description: Report the health of the continuous WAL archiving to S3 - lag, gaps and the recoverable window
+version_added: 0.1.0
+description:
+  - "Reads the archiver of the PostgreSQL server (C(pg_stat_archiver), the C(.ready) files of
+    C(pg_wal/archive_status)) and the WAL archive in S3 (C(<prefix>/wal/), written by the WAL agent's C(push)), and
+    returns facts for alerting - the last archived segment and time, the archive lag in seconds, segments and bytes,
+    the failed count and last failure, the gaps in the archived WAL and the resulting recoverable window."
+  - "Gaps are looked for as PostgreSQL's recovery would read the archive: along the timeline path to the latest
+    timeline (timeline history files C(<prefix>/wal/<TLI>.history)), the segment holding a switch point read from
+    the new timeline, a C(.partial) segment never counting. The check runs from the backup chosen by O(since) (its
+    stop LSN, or its start LSN when its WAL is not in the backup) to the newest archived segment."
+  - "The recoverable window runs from the stop of that backup to the end of the last archived segment before the
+    first gap."
+  - "The server is read first, then S3, so that a file C(pg_stat_archiver) reports as archived must be in the
+    listing; when it is not, that is a gap."
+  - "Thresholds fail the task with a message naming what is wrong and what to do; every fact is still returned.
+    A gap fails with O(fail_on_gap); an archive lag above O(max_lag_seconds) on a primary fails."
+  - On a standby, the role is reported and the lag is not measured (the primary archives).
+  - With O(query_server=false), or when the server is down and O(fail_on_unreachable=false), only S3 is read.
+  - "The module never writes, deletes or tags anything: its S3 client only allows C(HeadBucket), C(HeadObject),
+    C(GetObject) and C(ListObjectsV2) and its SQL only reads. It always reports C(changed=false)."
+options:
+  bucket:
+    description:
+      - The S3 bucket the backups and the WAL archive are in.
+    type: str
+    required: true
+  prefix:
+    description:
+      - Key prefix of the backups and the WAL archive in O(bucket), as used by M(rtx.dr.pg_basebackup) and the
+        WAL agent (the archive is C(<prefix>/wal/), the catalog C(<prefix>/catalog/)).
+      - Defaults to C(pgbackup/<cluster_name>). One of O(prefix) and O(cluster_name) is required.
+    type: str
+  cluster_name:
+    description:
+      - Cluster name giving the default O(prefix) C(pgbackup/<cluster_name>).
+    type: str
+  wal_segment_size:
+    description:
+      - WAL segment size of the cluster in bytes, needed to read segment names.
+      - When the server is read, its C(wal_segment_size) is used instead (with a warning if they differ).
+    type: int
+    default: 16777216
+  query_server:
+    description:
+      - Read the archiver facts from the PostgreSQL server given by the login options.
+      - V(false) reads S3 only (for example from the control node); then RV(lag) and RV(archiver) are V(null)
+        and O(max_lag_seconds) is not checked.
+    type: bool
+    default: true
+  fail_on_unreachable:
+    description:
+      - Whether a server that cannot be reached (down, starting, no route) fails the task.
+      - With V(false) such a server is reported in RV(server) and RV(findings) and only S3 is read. A refused
+        login (password, C(pg_hba.conf), unknown database) always fails.
+    type: bool
+    default: true
+  since:
+    description:
+      - Where the gap check starts and the recoverable window begins.
+      - V(oldest_backup) is the oldest complete physical backup of the catalog, V(latest_backup) the newest one;
+        anything else is the id of a complete physical backup, for example C(20261127T031500.123Z-F).
+    type: str
+    default: oldest_backup
+  max_lag_seconds:
+    description:
+      - Fail when the archiving of a primary lags by more than this many seconds (seconds since the last
+        archived file while WAL waits to be archived), when WAL waits and nothing was ever archived, or when
+        C(archive_mode) is off.
+      - Expect a lag up to the server's C(archive_timeout) on a busy server; set this above it.
+      - Not set (the default), the lag is only reported.
+    type: int
+  fail_on_gap:
+    description:
+      - Fail when WAL files recovery needs are missing from the archive (RV(gaps) not empty) - segments, a
+        timeline history file, or the file C(pg_stat_archiver) reports as last archived.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads; check mode performs the same reads.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - It runs where both boto3 and a PostgreSQL driver are installed, normally the database host (the WAL agent
+    needs boto3 there anyway). With O(query_server=false) no driver is needed.
+  - Counting the C(.ready) files uses C(pg_ls_archive_statusdir()) (PostgreSQL 12+), which needs a superuser or
+    the C(pg_monitor) role; without it RV(lag.segments) is V(null) with a warning.
+  - The credentials need C(s3:ListBucket) and C(s3:GetObject) on the bucket and C(kms:Decrypt) on the key of the
+    catalog records and history files.
+  - The time of an archived segment is the C(LastModified) time of its S3 object.
+  - A backup's stop time is the C(stop_time) of its catalog record, else its C(finished_at) (a little after the
+    stop point).
+seealso:
+  - module: rtx.dr.s3_backup_verify
+  - module: rtx.dr.pg_node_info
+author:
+  - rtx.dr maintainers (@rtx-dr)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - rtx.dr.aws
+  - rtx.dr.postgres
+"""
+
+EXAMPLES = r"""
+- name: Check the WAL archiving of the primary; fail on a gap or a lag over 5 minutes
+  rtx.dr.wal_archive_status:
+    bucket: rtx-dr-backups
+    cluster_name: main
+    region: eu-west-1
+    max_lag_seconds: 300
+  become: true
+  become_user: postgres
+
+- name: Report only (for an alerting job), tolerating a server that is down
+  rtx.dr.wal_archive_status:
+    bucket: rtx-dr-backups
+    prefix: pgbackup/main
+    fail_on_gap: false
+    fail_on_unreachable: false
+  become: true
+  become_user: postgres
+  register: wal_status
+
+- name: The recoverable window from the S3 archive alone, on the control node
+  rtx.dr.wal_archive_status:
+    bucket: rtx-dr-backups
+    prefix: pgbackup/main
+    query_server: false
+    since: latest_backup
+  delegate_to: localhost
+  run_once: true
+  register: wal_window
+"""
+
+RETURN = r"""
+bucket:
+  description: The bucket.
+  returned: success or failure of a threshold
+  type: str
+  sample: rtx-dr-backups
+prefix:
+  description: The key prefix of the backups and the WAL archive.
+  returned: success or failure of a threshold
+  type: str
+  sample: pgbackup/main
+role:
+  description: V(primary) or V(standby); V(null) when the server was not read.
+  returned: success or failure of a threshold
+  type: str
+  sample: primary
+server:
+  description: What was read from the PostgreSQL server (values V(null) when not read).
+  returned: success or failure of a threshold
+  type: dict
+  contains:
+    queried:
+      description: Whether the server was to be read (O(query_server)).
+      type: bool
+      sample: true
+    reachable:
+      description: Whether it could be connected to; V(null) when not queried.
+      type: bool
+      sample: true
+    error:
+      description: Why it could not be reached.
+      type: str
+      sample: null
+    in_recovery:
+      description: Result of C(pg_is_in_recovery()).
+      type: bool
+      sample: false
+    timeline:
+      description: Current timeline (of the WAL file being written on a primary, else C(pg_control_checkpoint())).
+      type: int
+      sample: 2
+    current_lsn:
+      description: C(pg_current_wal_lsn()) on a primary.
+      type: str
+      sample: "0/7000148"
+    current_wal:
+      description: C(pg_walfile_name(pg_current_wal_lsn())) on a primary.
+      type: str
+      sample: "000000020000000000000007"
+    archive_mode:
+      description: The C(archive_mode) setting.
+      type: str
+      sample: "on"
+    archive_timeout:
+      description: The C(archive_timeout) setting in seconds.
+      type: int
+      sample: 60
+    wal_segment_size:
+      description: The C(wal_segment_size) setting in bytes.
+      type: int
+      sample: 16777216
+    now:
+      description: The server's C(now()) the lag is measured at (ISO 8601 UTC).
+      type: str
+      sample: "2026-11-27T03:20:00.000000Z"
+archiver:
+  description: The row of C(pg_stat_archiver) (times in ISO 8601 UTC) and the count of C(.ready) files; V(null) when
+    the server was not read.
+  returned: success or failure of a threshold
+  type: dict
+  contains:
+    archived_count:
+      description: Files archived since C(stats_reset).
+      type: int
+      sample: 1234
+    last_archived_wal:
+      description: The last file archived.
+      type: str
+      sample: "000000020000000000000006"
+    last_archived_time:
+      description: When it was archived.
+      type: str
+      sample: "2026-11-27T03:19:10.123456Z"
+    failed_count:
+      description: Failed archive attempts since C(stats_reset).
+      type: int
+      sample: 0
+    last_failed_wal:
+      description: The file of the last failed attempt.
+      type: str
+      sample: null
+    last_failed_time:
+      description: When it failed.
+      type: str
+      sample: null
+    stats_reset:
+      description: When these statistics were reset.
+      type: str
+      sample: "2026-11-01T00:00:00.000000Z"
+    ready_count:
+      description: Files waiting to be archived (C(pg_wal/archive_status/*.ready)); V(null) when they could not be
+        listed.
+      type: int
+      sample: 0
+lag:
+  description: The archive lag of a primary; V(null) on a standby or when the server was not read.
+  returned: success or failure of a threshold
+  type: dict
+  contains:
+    seconds:
+      description:
+        - Seconds since the last archived file while WAL waits to be archived (C(.ready) files, or the segment
+          being written is newer than the last archived one), else V(0).
+        - V(null) when nothing was archived since C(stats_reset).
+      type: float
+      sample: 42.5
+    segments:
+      description: Files waiting to be archived (C(.ready) files).
+      type: int
+      sample: 0
+    bytes:
+      description: WAL bytes from the end of the last archived segment to the current position (never negative).
+      type: int
+      sample: 1048576
+    pending:
+      description: Whether WAL waits to be archived; V(null) when it cannot be told.
+      type: bool
+      sample: true
+archive:
+  description: The WAL archive in S3.
+  returned: success or failure of a threshold
+  type: dict
+  contains:
+    newest_segment:
+      description: The archived segment with the highest position (any timeline).
+      type: str
+      sample: "000000020000000000000006"
+    newest_segment_time:
+      description: When it was archived (its S3 LastModified, ISO 8601 UTC).
+      type: str
+      sample: "2026-11-27T03:19:10.000000Z"
+    newest_segment_age_seconds:
+      description: Seconds since then (by the clock of the host running the module).
+      type: float
+      sample: 50.0
+    latest_timeline:
+      description: The newest timeline with a segment or history file in the archive.
+      type: int
+      sample: 2
+    timelines:
+      description: Every timeline in the archive.
+      type: list
+      elements: int
+      sample: [1, 2]
+    segments:
+      description: Number of archived segments (C(.partial) files not included).
+      type: int
+      sample: 431
+    partials:
+      description: Number of C(.partial) segments.
+      type: int
+      sample: 1
+    history_files:
+      description: The timeline history files in the archive.
+      type: list
+      elements: str
+      sample: ["00000002.history"]
+    last_archived_wal_in_s3:
+      description: Whether the file C(pg_stat_archiver) reports as last archived is in the archive; V(null)
+        when not checked (no primary read).
+      type: bool
+      sample: true
+backups:
+  description: The complete physical backups of the catalog.
+  returned: success or failure of a threshold
+  type: dict
+  contains:
+    complete:
+      description: How many there are.
+      type: int
+      sample: 7
+    oldest:
+      description: Id of the oldest.
+      type: str
+      sample: "20261120T020000.000Z-F"
+    latest:
+      description: Id of the newest.
+      type: str
+      sample: "20261127T020000.000Z-F"
+since_backup:
+  description:
+    - The backup the gap check starts from (O(since)) - C(backup_id), C(timeline), C(start_lsn), C(stop_lsn),
+      C(start_wal), C(stop_wal), C(stop_time), C(wal_included).
+    - V(null) when the catalog has no complete physical backup.
+  returned: success or failure of a threshold
+  type: dict
+  sample: {"backup_id": "20261120T020000.000Z-F", "timeline": 1, "start_lsn": "0/2000028",
+           "stop_lsn": "0/2000138", "start_wal": "000000010000000000000002", "stop_wal": "000000010000000000000002",
+           "stop_time": "2026-11-20T02:03:00.000000Z", "wal_included": true}
+timeline_path:
+  description: The timelines recovery follows to the latest timeline, oldest first (C(end_lsn) V(null) for the last).
+  returned: success or failure of a threshold
+  type: list
+  elements: dict
+  sample: [{"timeline": 1, "begin_lsn": "0/0", "end_lsn": "0/5000060"},
+           {"timeline": 2, "begin_lsn": "0/5000060", "end_lsn": null}]
+chain:
+  description:
+    - The segments recovery needs from RV(since_backup) to the newest archived segment on RV(timeline_path) -
+      C(start_lsn), C(first), C(last), C(needed) (count), C(present) (count), C(contiguous_until) (last segment
+      before the first gap) and C(contiguous_until_time).
+    - V(null) when there is no backup to start from, or it is not on the timeline path.
+  returned: success or failure of a threshold
+  type: dict
+  sample: {"start_lsn": "0/2000138", "first": "000000010000000000000002", "last": "000000020000000000000006",
+           "needed": 5, "present": 5, "contiguous_until": "000000020000000000000006",
+           "contiguous_until_time": "2026-11-27T03:19:10.000000Z"}
+gaps:
+  description: WAL files recovery needs that are not in the archive - missing segments first, then timeline history
+    files and the last file C(pg_stat_archiver) reports as archived, when missing.
+  returned: success or failure of a threshold
+  type: list
+  elements: str
+  sample: ["000000010000000000000004"]
+backup_after_gap:
+  description: The oldest complete backup that starts after the last missing segment (recovery from it is not
+    affected by the gaps); V(null) when there is no gap or no such backup.
+  returned: success or failure of a threshold
+  type: str
+  sample: null
+recoverable_window:
+  description: What can be restored from RV(since_backup); V(null) when nothing can.
+  returned: success or failure of a threshold
+  type: dict
+  contains:
+    backup_id:
+      description: The backup it starts from.
+      type: str
+      sample: "20261120T020000.000Z-F"
+    earliest_time:
+      description: The backup's stop time, the earliest point it can be restored to.
+      type: str
+      sample: "2026-11-20T02:03:00.000000Z"
+    earliest_lsn:
+      description: The backup's stop LSN.
+      type: str
+      sample: "0/2000138"
+    latest_time:
+      description: When the last segment before the first gap was archived (the backup's stop when no segment is).
+      type: str
+      sample: "2026-11-27T03:19:10.000000Z"
+    latest_lsn:
+      description: The end of that segment (the backup's stop LSN when no segment is).
+      type: str
+      sample: "0/7000000"
+    latest_segment:
+      description: That segment.
+      type: str
+      sample: "000000020000000000000006"
+    timeline:
+      description: Its timeline.
+      type: int
+      sample: 2
+findings:
+  description:
+    - Every problem seen, as C({check, message}). Only gaps (with O(fail_on_gap)) and the lag (with
+      O(max_lag_seconds)) fail the task.
+    - "Checks: C(gap), C(history) (missing or damaged timeline history file), C(last_archived_missing),
+      C(no_backup), C(backup_timeline) (the backup is not on the timeline path), C(backup_wal), C(timeline)
+      (the archive has a newer timeline than this primary), C(archive_mode), C(archive_failing) (the last
+      attempt failed), C(lag), C(server) (not reachable)."
+  returned: success or failure of a threshold
+  type: list
+  elements: dict
+  sample: [{"check": "archive_failing", "message": "archive_command is failing: ..."}]
+ok:
+  description: Whether there is no finding.
+  returned: success or failure of a threshold
+  type: bool
+  sample: true
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.rtx.dr.plugins.module_utils.aws import boto3_client
+from ansible_collections.rtx.dr.plugins.module_utils.errors import run_module
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import connect
+from ansible_collections.rtx.dr.plugins.module_utils.walstatus import check_options
+from ansible_collections.rtx.dr.plugins.module_utils.walstatus import failure
+from ansible_collections.rtx.dr.plugins.module_utils.walstatus import wal_status
+from ansible_collections.rtx.dr.plugins.module_utils.walstatus import wal_status_argument_spec
+
+
+def argument_spec():
+    return wal_status_argument_spec()
+
+
+def status(module, client_factory=boto3_client):
+    params = module.params
+    check_options(params)  # option errors before any connection
+    result, warnings = wal_status(params, client_factory(params, "s3"), connect=connect)
+    for warning in warnings:
+        module.warn(warning)
+    error = failure(result, params)
+    if error is not None:
+        raise error
+    result["changed"] = False
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        required_one_of=[["prefix", "cluster_name"]],
+        supports_check_mode=True,
+    )
+    run_module(module, status)
+
+
+if __name__ == "__main__":
+    main()
