@@ -14,7 +14,7 @@ LAB_STATE := $(CURDIR)/.lab
 COLLECTION_LINK := $(LAB_STATE)/collections/ansible_collections/rtx/dr
 SANITY_ROOT := /tmp/rtx-dr-sanity/ansible_collections/rtx/dr
 
-.PHONY: help setup venv tools engine image lab lab-up lab-down aws demo test unit lint sanity molecule build bench clean
+.PHONY: help setup venv tools engine image lab lab-up lab-down aws demo test unit lint sanity molecule build bench bench-restore bench-failover bench-region clean
 
 help:
 	@echo "make demo      - set up the lab from a bare machine and run the main job"
@@ -23,7 +23,9 @@ help:
 	@echo "make lab-down  - remove the lab's containers, network and AWS endpoint"
 	@echo "make build     - build the collection tarball"
 	@echo "make bench     - backup benchmark (ours vs pgBackRest vs pg_basebackup)"
+	@echo "make bench-restore - restore benchmark (rtx.dr.backup_restore vs pgbackrest restore, same data and endpoint)"
 	@echo "make bench-failover - failover RTO benchmark on the running lab (failover.yml vs manual pg_promote)"
+	@echo "make bench-region - region failover RTO on the running lab (region_failover.yml vs the seed's 3 commands)"
 
 setup: venv tools $(COLLECTION_LINK)
 
@@ -141,10 +143,19 @@ test: unit lint sanity molecule
 bench: setup image
 	bench/backup/run.sh
 
+# Restore benchmark: bench/backup/run.sh with the restore variants (rtx.dr.backup_restore vs
+# pgbackrest restore of the backups each made in the same run; an estimated ~5 minutes, not yet
+# measured at full size; docs/benchmarks.md).
+bench-restore: setup image
+	bench/restore/run.sh
+
 # Failover benchmark on the running lab (make lab): RTO of playbooks/failover.yml vs a manual
 # pg_promote(), BENCH_ROUNDS (default 5) rounds each; results in docs/benchmarks.md.
 bench-failover: setup
 	bench/failover/run.sh
+
+bench-region: setup
+	bench/region/run.sh
 
 build: setup
 	mkdir -p build

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Backup benchmark of rtx.dr: rtx.dr.pg_basebackup vs pgBackRest vs plain pg_basebackup,
-# on the same database, the same S3 endpoint (moto) and in the same run.
+# Backup (and restore) benchmark of rtx.dr: rtx.dr.pg_basebackup vs pgBackRest vs plain
+# pg_basebackup, and rtx.dr.backup_restore vs `pgbackrest restore` of those backups, on the same
+# database, the same S3 endpoint (moto) and in the same run.
 #
-# Usage: bench/backup/run.sh            (or: make bench)
+# Usage: bench/backup/run.sh            (or: make bench; the restore set: make bench-restore,
+#                                        i.e. bench/restore/run.sh, which runs this script)
 #   BENCH_RUNS=N        repetitions of every variant (default 1); the report shows medians
 #   BENCH_SCALE=N       pgbench scale (default 70, ~1 GB)
 #   BENCH_RANDOM_MB=N   MB of incompressible random bytea added to the database (default 300)
-#   BENCH_VARIANTS="…"  subset of: raw-disk raw-disk-zstd ours-zstd ours-zstd-tls ours-lz4
-#                       ours-gzip6 pgbr-lz4 pgbr-gz6 pgbr-lz4-bundle (default: all)
+#   BENCH_VARIANTS="…"  subset of the backup variants raw-disk raw-disk-zstd ours-zstd ours-zstd-tls
+#                       ours-lz4 ours-gzip6 pgbr-lz4 pgbr-gz6 pgbr-lz4-bundle (default: all of these)
+#                       and the restore variants ours-restore-zstd ours-restore-zstd-tls
+#                       ours-restore-zstd-noverify ours-restore-lz4 pgbr-restore-lz4 (default: none).
+#                       A restore variant restores the backup its backup variant just made (ours-zstd,
+#                       ours-lz4, pgbr-lz4), which is added to the list when missing.
 #   BENCH_OUT=FILE      report file (default bench/backup/results-<UTC date>.md)
 #
 # Needs: root (docker, nginx on the host), a running Docker engine, the lab image
@@ -23,8 +29,13 @@
 #      rtx-bench and KMS key alias/rtx-bench.
 #   3. each variant BENCH_RUNS times, fast checkpoint everywhere; wall time measured from
 #      outside (host), peak RSS sampled inside the container (rss_sampler.py, VmHWM).
-#   4. markdown table + targets to stdout and to the report file.
-#   5. trap: removes the container, the network, moto, nginx and the temp dir.
+#   4. restore variants, right after the backup they restore (its objects are deleted after its last
+#      restore): into an empty /var/lib/postgresql/bench-restore, no server start, `sync` before
+#      (untimed) and after (timed separately: what the restore left unflushed); then checked
+#      (pg_controldata system identifier, backup_label, recovery.signal, recovery_target, base/ file
+#      count and bytes against the source, ours: restore_command run against the archive) and deleted.
+#   5. markdown tables + targets to stdout and to the report file.
+#   6. trap: removes the container, the network, moto, nginx and the temp dir.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,7 +46,9 @@ source "$ROOT/lab/common.sh"   # LAB_IMAGE
 RUNS="${BENCH_RUNS:-1}"
 SCALE="${BENCH_SCALE:-70}"
 RANDOM_MB="${BENCH_RANDOM_MB:-300}"
-VARIANTS="${BENCH_VARIANTS:-raw-disk raw-disk-zstd ours-zstd ours-zstd-tls ours-lz4 ours-gzip6 pgbr-lz4 pgbr-gz6 pgbr-lz4-bundle}"
+BACKUP_VARIANTS="raw-disk raw-disk-zstd ours-zstd ours-zstd-tls ours-lz4 ours-gzip6 pgbr-lz4 pgbr-gz6 pgbr-lz4-bundle"
+RESTORE_VARIANTS="ours-restore-zstd ours-restore-zstd-tls ours-restore-zstd-noverify ours-restore-lz4 pgbr-restore-lz4"
+VARIANTS="${BENCH_VARIANTS:-$BACKUP_VARIANTS}"
 OUT="${BENCH_OUT:-$HERE/results-$(date -u +%Y-%m-%d).md}"
 
 NAME=rtx-bench
@@ -101,13 +114,33 @@ if [ ! -e "$COLLECTIONS/ansible_collections/rtx/dr" ]; then
   mkdir -p "$COLLECTIONS/ansible_collections/rtx"
   ln -sfn "$ROOT" "$COLLECTIONS/ansible_collections/rtx/dr"
 fi
+for v in $VARIANTS; do
+  [[ " $BACKUP_VARIANTS $RESTORE_VARIANTS " == *" $v "* ]] \
+    || die "unknown variant '$v' (known: $BACKUP_VARIANTS $RESTORE_VARIANTS)"
+done
+backup_of() {  # backup_of RESTORE_VARIANT -> the backup variant whose backup it restores
+  case "$1" in
+    ours-restore-zstd|ours-restore-zstd-tls|ours-restore-zstd-noverify) echo ours-zstd ;;
+    ours-restore-lz4) echo ours-lz4 ;;
+    pgbr-restore-lz4) echo pgbr-lz4 ;;
+  esac
+}
+for v in $VARIANTS; do
+  src="$(backup_of "$v")"
+  if [ -n "$src" ] && [[ " $VARIANTS " != *" $src "* ]]; then
+    VARIANTS+=" $src"
+    say "$v restores the backup of $src: $src added to the variants"
+  fi
+done
 mkdir -p "$STATE"
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 TMP="$(mktemp -d /tmp/rtx-bench.XXXXXX)"
 RESULTS="$TMP/results.tsv"
+RESTORE_RESULTS="$TMP/restore-results.tsv"
 : >"$RESULTS"
+: >"$RESTORE_RESULTS"
 T_START="$(now)"
 
 # Leftovers of an aborted earlier run (only ours: by name AND label).
@@ -273,9 +306,11 @@ r = json.load(sys.stdin)
 print(r["status"], r["size_compressed_bytes"])')
   [ "$status" = complete ] && [ "$cstatus" = complete ] || die "$variant: status $status / catalog $cstatus"
   [ "$stored" = "$cstored" ] || say "WARNING: module says $stored bytes, catalog $cstored"
-  s3ctl rm "$prefix"
+  # The objects stay for the restore variants; the caller deletes them (drop_ours), untimed.
+  OURS_PREFIX="$prefix" OURS_BACKUP_ID="$backup_id" OURS_STORED="$cstored"
   record "$variant" "$run" "$(secs "$t1" "$t0")" "$cstored" "$rss" "$dur"
 }
+drop_ours() { s3ctl rm "$OURS_PREFIX"; }
 
 PGBR=(pgbackrest --config=/etc/pgbackrest/rtx-bench.conf --stanza=bench)
 in_ctr mkdir -p /etc/pgbackrest
@@ -317,11 +352,151 @@ pgbr() {  # pgbr VARIANT RUN [pgbackrest options]
 import json, sys
 b = json.load(sys.stdin)[0]["backup"][-1]
 print(b["info"]["repository"]["size"], b["timestamp"]["stop"] - b["timestamp"]["start"])')
-  s3ctl rm "${path#/}/"
+  PGBR_PATH="$path" PGBR_STORED="$stored"  # kept for the restore variants; drop_pgbr deletes it
   record "$variant" "$run" "$(secs "$t1" "$t0")" "$stored" "$rss" "$dur"
+}
+drop_pgbr() { s3ctl rm "${PGBR_PATH#/}/"; }
+
+# -- restore variants -----------------------------------------------------------------------
+# Both tools restore into the same empty directory on the container's disk, without starting a
+# server: ours with target=backup (recovery_target = 'immediate'), pgBackRest with --type=immediate
+# (the same setting), both with the options of the backup they restore (endpoint, process-max 2).
+SRC_DIR=/var/lib/postgresql/15/main
+RESTORE_DIR=/var/lib/postgresql/bench-restore
+AGENT_DIR=/usr/local/lib/rtx-dr
+AGENT_CONFIG=/etc/rtx-dr/agent.json
+controldata_sysid() { as_pg env LC_ALL=C "$PG_BIN/pg_controldata" -D "$1" | sed -n 's/^Database system identifier: *//p'; }
+base_stats() {  # base_stats DATADIR -> "<files> <bytes>" of DATADIR/base
+  in_ctr find "$1/base" -type f -printf '%s\n' | awk '{ n++; b += $1 } END { printf "%d %d\n", n, b }'
+}
+install_agent() {  # the WAL agent as role rtx.dr.agent_install puts it: module_utils under $AGENT_DIR
+  local pkg="$AGENT_DIR/ansible_collections/rtx/dr/plugins/module_utils" d
+  in_ctr mkdir -p "$pkg" /etc/rtx-dr
+  for d in ansible_collections ansible_collections/rtx ansible_collections/rtx/dr \
+    ansible_collections/rtx/dr/plugins ansible_collections/rtx/dr/plugins/module_utils; do
+    in_ctr touch "$AGENT_DIR/$d/__init__.py"
+  done
+  (cd "$ROOT/plugins/module_utils" && tar -cf - ./*.py) | in_ctr_i tar -C "$pkg" -xf -
+  in_ctr chown root:postgres /etc/rtx-dr
+  in_ctr chmod 0750 /etc/rtx-dr
+}
+write_agent_config() {  # write_agent_config PREFIX ENDPOINT: what role rtx.dr.backup_schedule would write
+  local extra="" err
+  if [[ "$2" == https://* ]]; then extra=', "validate_certs": false'; fi
+  in_ctr_i sh -c "cat >$AGENT_CONFIG && chown root:postgres $AGENT_CONFIG && chmod 0640 $AGENT_CONFIG" <<JSON
+{"bucket": "$BUCKET", "prefix": "$1", "cluster_name": "bench", "kms_key_id": "$KMS_ALIAS",
+ "endpoint_url": "$2", "region": "us-east-1", "access_key": "testing", "secret_key": "testing"$extra}
+JSON
+  err="$(as_pg env PYTHONPATH="$AGENT_DIR" /usr/bin/python3 -m ansible_collections.rtx.dr.plugins.module_utils.wal_agent \
+    --config "$AGENT_CONFIG" check-config 2>&1)" || die "WAL agent check-config of $AGENT_CONFIG failed: $err"
+}
+prepare_restore() {  # empty destination; nothing dirty from earlier steps may be flushed inside the timing
+  as_pg rm -rf "$RESTORE_DIR" "$RESTORE_DIR.rtx-dr-partial"
+  as_pg mkdir -m 0700 "$RESTORE_DIR"
+  in_ctr sync -f /var/lib/postgresql
+}
+timed_sync() {  # seconds `sync -f` needs right after a restore (measured inside the container)
+  in_ctr sh -c 'a=$(date +%s%N); sync -f "$1"; b=$(date +%s%N); echo $(( (b - a) / 1000000 ))' sh "$RESTORE_DIR" \
+    | awk '{ printf "%.2f", $1 / 1000 }'
+}
+check_restored() {  # check_restored VARIANT -> one-line summary; dies when the directory is not complete
+  local variant="$1" d="$RESTORE_DIR" sysid f sn sb dn db
+  sysid="$(controldata_sysid "$d")"
+  [ "$sysid" = "$SOURCE_SYSID" ] || die "$variant: pg_controldata -D $d: system identifier '$sysid', source $SOURCE_SYSID"
+  for f in global/pg_control backup_label postgresql.auto.conf; do
+    in_ctr test -s "$d/$f" || die "$variant: $d/$f missing or empty"
+  done
+  in_ctr test -f "$d/recovery.signal" || die "$variant: $d/recovery.signal missing"
+  in_ctr grep -q "^recovery_target = 'immediate'" "$d/postgresql.auto.conf" \
+    || die "$variant: no recovery_target = 'immediate' in $d/postgresql.auto.conf"
+  in_ctr grep -q "^restore_command = " "$d/postgresql.auto.conf" || die "$variant: no restore_command"
+  read -r sn sb < <(base_stats "$SRC_DIR")
+  read -r dn db < <(base_stats "$d")
+  # The source keeps running (autovacuum may add a visibility map) and has files a backup leaves out
+  # (pg_internal.init): a few files and < 1 % of the bytes may differ.
+  awk -v sn="$sn" -v sb="$sb" -v dn="$dn" -v db="$db" 'BEGIN {
+    dfiles = dn - sn; if (dfiles < 0) dfiles = -dfiles; dbytes = db - sb; if (dbytes < 0) dbytes = -dbytes
+    exit !(dfiles <= (sn / 100 > 10 ? sn / 100 : 10) && dbytes <= sb / 100) }' \
+    || die "$variant: restored base/ has $dn files / $db bytes, the source $sn files / $sb bytes"
+  printf 'system id ok; base/ %s files %.1f MB (source %s, %.1f MB)' "$dn" "$(awk -v b="$db" 'BEGIN { print b / 1e6 }')" \
+    "$sn" "$(awk -v b="$sb" 'BEGIN { print b / 1e6 }')"
+}
+check_restore_command() {  # the agent's restore_command of the restored directory, for a segment not archived
+  local variant="$1" cmd err
+  cmd="$(in_ctr sed -n "s/^restore_command = '\(.*\)'\$/\1/p" "$RESTORE_DIR/postgresql.auto.conf" | tail -n 1)"
+  [[ "$cmd" == *" fetch %f %p" ]] || die "$variant: unexpected restore_command: $cmd"
+  cmd="${cmd% fetch %f %p} --verbose fetch 0000000100000000000000FF /tmp/rtx-bench-wal-probe"
+  if err="$(as_pg sh -c "$cmd" 2>&1)"; then die "$variant: restore_command fetched a segment that is not archived"; fi
+  [[ "$err" == *"not found in the archive"* ]] || die "$variant: restore_command does not work: $err"
+}
+record_restore() {  # record_restore VARIANT RUN WALL READ_BYTES RSSLINE INTERNAL SYNC CHECK
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESTORE_RESULTS"
+  say "$(printf '%-26s run %s: %6.2f s (+ sync %s s), read %s MB, peak RSS %s MB; %s' "$1" "$2" "$3" "$7" \
+    "$(($4 / 1000000))" "$(($(cut -f1 <<<"$5") / 1024))" "$8")"
+}
+
+ours_restore() {  # ours_restore VARIANT RUN ENDPOINT [module args]: restores the backup of the last ours()
+  local variant="$1" run="$2" ep="$3" t0 t1 rss out sync_s check backup_id read dur checks
+  shift 3
+  prepare_restore
+  write_agent_config "$OURS_PREFIX" "$ep"
+  local args="bucket=$BUCKET prefix=$OURS_PREFIX cluster_name=bench backup_id=$OURS_BACKUP_ID mode=restore"
+  args+=" target=backup data_directory=$RESTORE_DIR agent_config=$AGENT_CONFIG region=us-east-1"
+  args+=" endpoint_url=$ep access_key=testing secret_key=testing $*"
+  if [[ "$ep" == https://* ]]; then args+=" validate_certs=false"; fi
+  sampler_start "python3@$PG_UID" pg_verifybackup pg_waldump
+  t0="$(now)"
+  out="$(ansible_adhoc rtx.dr.backup_restore "$args")" || { printf '%s\n' "$out" >&2; die "$variant failed"; }
+  t1="$(now)"
+  rss="$(sampler_stop)"
+  sync_s="$(timed_sync)"
+  read -r backup_id read dur checks < <("$VENV/python" -c '
+import json, sys
+r = json.loads(sys.argv[1])["plays"][0]["tasks"][0]["hosts"][sys.argv[2]]
+print(r["backup_id"], sum(o["bytes"] for o in r["download"]["objects"]), r["seconds"],
+      ",".join(c["name"] for c in r["checks"] if c.get("ok")) or "-")' "$out" "$CTR")
+  [ "$backup_id" = "$OURS_BACKUP_ID" ] || die "$variant restored $backup_id, not $OURS_BACKUP_ID"
+  if [[ " $* " == *" verify_checksums=false "* ]]; then
+    [[ ",$checks," != *",pg_verifybackup,"* ]] || die "$variant: pg_verifybackup ran although verify_checksums=false"
+  else
+    [[ ",$checks," == *",pg_verifybackup,"* ]] || die "$variant: no successful pg_verifybackup (checks: $checks)"
+  fi
+  check="$(check_restored "$variant")"
+  check_restore_command "$variant"
+  check+="; pg_verifybackup: $([[ ",$checks," == *",pg_verifybackup,"* ]] && echo ok || echo skipped)"
+  check+="; restore_command ok"
+  as_pg rm -rf "$RESTORE_DIR"
+  record_restore "$variant" "$run" "$(secs "$t1" "$t0")" "$read" "$rss" "$dur" "$sync_s" "$check"
+}
+
+pgbr_restore() {  # pgbr_restore VARIANT RUN: restores the backup of the last pgbr()
+  local variant="$1" run="$2" t0 t1 rss out sync_s check dur files
+  prepare_restore
+  sampler_start pgbackrest
+  t0="$(now)"
+  out="$(as_pg "${PGBR[@]}" --repo1-path="$PGBR_PATH" --pg1-path="$RESTORE_DIR" --type=immediate \
+    --log-level-console=info restore 2>&1)" || { printf '%s\n' "$out" >&2; die "$variant failed"; }
+  t1="$(now)"
+  rss="$(sampler_stop)"
+  sync_s="$(timed_sync)"
+  dur="$(sed -n 's/.*restore command end: completed successfully (\([0-9]*\)ms).*/\1/p' <<<"$out" \
+    | awk '{ printf "%.2f", $1 / 1000 }')"
+  files="$(sed -n 's/.*restore size = \(.*\)$/\1/p' <<<"$out")"
+  check="$(check_restored "$variant")"
+  check+="; pgBackRest: ${files:-?}"
+  as_pg rm -rf "$RESTORE_DIR"
+  record_restore "$variant" "$run" "$(secs "$t1" "$t0")" "$PGBR_STORED" "$rss" "${dur:--}" "$sync_s" "$check"
 }
 
 has() { [[ " $VARIANTS " == *" $1 "* ]]; }
+has_restore() { local v; for v in $RESTORE_VARIANTS; do if has "$v"; then return 0; fi; done; return 1; }
+if has_restore; then
+  SOURCE_SYSID="$(controldata_sysid "$SRC_DIR")"
+  [ -n "$SOURCE_SYSID" ] || die "no system identifier from pg_controldata -D $SRC_DIR"
+  if has ours-restore-zstd || has ours-restore-zstd-tls || has ours-restore-zstd-noverify || has ours-restore-lz4; then
+    install_agent
+  fi
+fi
 RAW_BYTES=""
 for run in $(seq 1 "$RUNS"); do
   say "=== run $run of $RUNS"
@@ -332,27 +507,45 @@ for run in $(seq 1 "$RUNS"); do
     t0="$(now)"; ansible_adhoc ansible.builtin.ping "" >/dev/null; t1="$(now)"
     printf 'ansible-ping\t1\t%s\t0\t0\t-\t\n' "$(secs "$t1" "$t0")" >>"$RESULTS"
   fi
-  if has ours-zstd; then ours ours-zstd "$run" "$HTTP_EP" compression=zstd; fi
-  if has ours-zstd-tls; then ours ours-zstd-tls "$run" "$TLS_EP" compression=zstd; fi
-  if has ours-lz4; then ours ours-lz4 "$run" "$HTTP_EP" compression=lz4; fi
-  if has ours-gzip6; then ours ours-gzip6 "$run" "$HTTP_EP" compression=gzip compression_level=6; fi
-  if has pgbr-lz4; then pgbr pgbr-lz4 "$run" --compress-type=lz4; fi
-  if has pgbr-gz6; then pgbr pgbr-gz6 "$run" --compress-type=gz --compress-level=6; fi
+  # A restore variant runs right after the backup it restores; the objects are deleted after it.
+  if has ours-zstd; then
+    ours ours-zstd "$run" "$HTTP_EP" compression=zstd
+    if has ours-restore-zstd; then ours_restore ours-restore-zstd "$run" "$HTTP_EP"; fi
+    if has ours-restore-zstd-tls; then ours_restore ours-restore-zstd-tls "$run" "$TLS_EP"; fi
+    if has ours-restore-zstd-noverify; then
+      ours_restore ours-restore-zstd-noverify "$run" "$HTTP_EP" verify_checksums=false
+    fi
+    drop_ours
+  fi
+  if has ours-zstd-tls; then ours ours-zstd-tls "$run" "$TLS_EP" compression=zstd; drop_ours; fi
+  if has ours-lz4; then
+    ours ours-lz4 "$run" "$HTTP_EP" compression=lz4
+    if has ours-restore-lz4; then ours_restore ours-restore-lz4 "$run" "$HTTP_EP"; fi
+    drop_ours
+  fi
+  if has ours-gzip6; then ours ours-gzip6 "$run" "$HTTP_EP" compression=gzip compression_level=6; drop_ours; fi
+  if has pgbr-lz4; then
+    pgbr pgbr-lz4 "$run" --compress-type=lz4
+    if has pgbr-restore-lz4; then pgbr_restore pgbr-restore-lz4 "$run"; fi
+    drop_pgbr
+  fi
+  if has pgbr-gz6; then pgbr pgbr-gz6 "$run" --compress-type=gz --compress-level=6; drop_pgbr; fi
   # Informational: pgBackRest's file bundling (off by default in 2.45) packs small files into
   # few objects; without it every relation file is one S3 PUT (~1300 here).
-  if has pgbr-lz4-bundle; then pgbr pgbr-lz4-bundle "$run" --compress-type=lz4 --repo1-bundle; fi
+  if has pgbr-lz4-bundle; then pgbr pgbr-lz4-bundle "$run" --compress-type=lz4 --repo1-bundle; drop_pgbr; fi
 done
 
-# -- 4. report ----------------------------------------------------------------------------
+# -- 5. report ----------------------------------------------------------------------------
 MOTO_VERSION="$("$VENV/python" -c 'import moto; print(moto.__version__)')"
 {
-  echo "# Backup benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  if has_restore; then title="Backup and restore benchmark"; else title="Backup benchmark"; fi
+  echo "# $title, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "- host: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, $(uname -sr), Docker $(docker version -f '{{.Server.Version}}')"
   echo "- database: pgbench -i -s $SCALE + $RANDOM_MB MB random bytea; sum(pg_database_size) $((DB_BYTES / 1000000)) MB; PostgreSQL $(as_pg psql -AtqX -c 'SHOW server_version')"
   echo "- S3: moto $MOTO_VERSION ($HTTP_EP), nginx TLS in front ($TLS_EP); $(as_pg pgbackrest version); runs per variant: $RUNS"
   echo
-  "$VENV/python" "$HERE/report.py" "$RESULTS" "$RAW_BYTES"
+  "$VENV/python" "$HERE/report.py" "$RESULTS" "$RAW_BYTES" "$RESTORE_RESULTS"
   echo
   echo "Total benchmark time: $(secs "$(now)" "$T_START") s."
 } >"$TMP/report.md"

@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 from ansible_collections.rtx.dr.plugins.module_utils.failover import (
-    plan_failover, plan_rejoin, plan_switchover)
+    plan_failover, plan_region, plan_rejoin, plan_switchover)
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_lsn
 from ansible_collections.rtx.dr.plugins.module_utils.topology import (
     ROLE_VAR, SYNC_VAR, UPSTREAM_VAR, assess_cluster, format_sync_names, layout_errors,
     slot_name, synchronous_standby_names)
@@ -113,6 +114,17 @@ def pg_rejoin_plan(layout, facts, host, hosts_unreachable=None):
     return plan_rejoin(layout, facts, host, hosts_unreachable or [])
 
 
+def pg_lsn_ge(a, b):
+    """True when LSN ``a`` is at or after LSN ``b`` (text or int); False when either is empty."""
+    if a in (None, '') or b in (None, ''):
+        return False
+    return parse_lsn(a) >= parse_lsn(b)
+
+
+def pg_region_plan(layout, facts, target_region, archive=None):
+    return plan_region(layout, facts, target_region, archive)
+
+
 def pg_format_sync_names(hosts):
     return format_sync_names(list(hosts or []))
 
@@ -139,4 +151,6 @@ class FilterModule(object):
             'pg_failover_plan': pg_failover_plan,
             'pg_switchover_plan': pg_switchover_plan,
             'pg_rejoin_plan': pg_rejoin_plan,
+            'pg_region_plan': pg_region_plan,
+            'pg_lsn_ge': pg_lsn_ge,
         }

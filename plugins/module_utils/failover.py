@@ -22,6 +22,8 @@ server did not answer); ``layout`` maps host name to ``role``/``upstream``/
 
 from __future__ import annotations
 
+import datetime
+
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import format_lsn
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_lsn
@@ -272,10 +274,14 @@ def plan_failover(layout, facts, hosts_unreachable=(), candidate=None, max_lag_b
                       'playbooks/rejoin.yml; failover.yml does not choose between them'
                       % ', '.join(writable))
         return plan
+    if isinstance(candidate_regions, str):
+        candidate_regions = [r.strip() for r in candidate_regions.split(',') if r.strip()]
     if writable:
         primary = writable[0]
         done = last_failover or {}
-        if (done.get('new_primary') == primary
+        # A primary outside the wanted regions (region failover) is not "done", whatever was recorded.
+        in_wanted = not candidate_regions or layout.get(primary, {}).get('region') in candidate_regions
+        if (in_wanted and done.get('new_primary') == primary
                 and int(done.get('new_timeline') or -1) == int(facts[primary].get('timeline') or -2)):
             plan['candidate'] = primary
             if done.get('status') == 'running':
@@ -295,6 +301,12 @@ def plan_failover(layout, facts, hosts_unreachable=(), candidate=None, max_lag_b
                                         '(timeline %s): nothing to do' % (primary, done.get('kind') or 'failover',
                                                                           done.get('finished_at'),
                                                                           facts[primary].get('timeline')))
+            return plan
+        if candidate_regions and in_wanted:
+            plan['action'] = 'none'
+            plan['candidate'] = primary
+            plan['candidate_reason'] = ('%s in region %s is the primary: nothing to do'
+                                        % (primary, layout.get(primary, {}).get('region')))
             return plan
         if not force:
             errors.append('%s is up and accepts writes: promoting a standby now would create a second '
@@ -535,3 +547,101 @@ def plan_rejoin(layout, facts, host, hosts_unreachable=()):
         plan['host_state'] = 'postgres down'
     plan['action'] = 'rejoin'
     return plan
+
+
+# --------------------------------------------------------------------------
+# Region failover
+# --------------------------------------------------------------------------
+
+
+def _time(value):
+    if value in (None, ''):
+        return None
+    if isinstance(value, datetime.datetime):
+        when = value
+    else:
+        try:
+            when = datetime.datetime.fromisoformat(str(value).strip().replace('Z', '+00:00').replace(' ', 'T', 1))
+        except ValueError:
+            return None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+
+
+def plan_region(layout, facts, target_region, archive=None, now=None):
+    """What a region failover to ``target_region`` would promote and lose.
+
+    ``facts`` as for :func:`plan_failover`; ``archive`` is ``rtx.dr.wal_archive_status``'s
+    ``recoverable_window`` (``latest_lsn``/``latest_time``/``timeline``) read from S3 alone.
+
+    Returns ``{'target_region', 'target_hosts', 'source_hosts', 'candidate', 'candidate_lsn', 'candidate_replay_lsn',
+    'candidate_replay_time', 'source_primary', 'source_primary_lsn', 'source_reachable', 'archive_lsn',
+    'archive_time', 'best_known_lsn', 'best_known_from', 'loss_bytes', 'loss_seconds', 'catch_up_from_archive',
+    'errors', 'warnings'}``. Data loss is counted from the best position the target standby holds to the most
+    advanced position known anywhere else (the source primary if it answers, else the archive); it is a lower bound
+    when the source primary cannot be asked (WAL it wrote that reached neither the archive nor a standby is unknown).
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    archive = archive or {}
+    errors, warnings = [], []
+    target_hosts = sorted(h for h, spec in layout.items() if spec.get('region') == target_region)
+    source_hosts = sorted(h for h in layout if h not in target_hosts)
+    if not target_hosts:
+        regions = sorted({spec.get('region') for spec in layout.values() if spec.get('region')})
+        errors.append('no database host in region %r (regions of the inventory: %s)'
+                      % (target_region, ', '.join(regions) or 'none: set rtx_dr_region on the hosts'))
+    reachable = [h for h in target_hosts if (facts.get(h) or {}).get('reachable')]
+    primaries_in_target = [h for h in reachable if not (facts.get(h) or {}).get('in_recovery')]
+    standbys = [h for h in reachable if (facts.get(h) or {}).get('in_recovery')]
+    candidate = None
+    if primaries_in_target:
+        warnings.append('%s in region %s already accepts writes: the database is already there'
+                        % (', '.join(primaries_in_target), target_region))
+        candidate = primaries_in_target[0]
+    elif standbys:
+        candidate = sorted(standbys, key=lambda h: (-standby_position(facts[h])[0], -standby_position(facts[h])[1],
+                                                    h))[0]
+    elif target_hosts:
+        errors.append('no database host of region %s answers (%s): nothing can be promoted there'
+                      % (target_region, ', '.join(target_hosts)))
+    source_primary = None
+    source_lsn = None
+    for host in source_hosts:
+        fact = facts.get(host) or {}
+        if fact.get('reachable') and not fact.get('in_recovery'):
+            source_primary = host
+            source_lsn = _lsn(fact.get('current_lsn'))
+    cand_fact = facts.get(candidate) or {}
+    cand_lsn = standby_position(cand_fact)[1] if candidate and candidate not in primaries_in_target else _lsn(
+        cand_fact.get('current_lsn'))
+    replay_lsn = _lsn(cand_fact.get('replay_lsn'))
+    archive_lsn = _lsn(archive.get('latest_lsn'))
+    known = [(source_lsn, 'source primary %s' % source_primary), (archive_lsn, 'WAL archive')]
+    known = [k for k in known if k[0] is not None]
+    best_lsn, best_from = max(known, key=lambda k: k[0]) if known else (None, None)
+    loss = None
+    if best_lsn is not None and cand_lsn is not None:
+        loss = max(0, best_lsn - cand_lsn)
+    replay_time = _time(cand_fact.get('last_replay_time'))
+    best_time = now if source_primary else _time(archive.get('latest_time'))
+    loss_seconds = None
+    if loss is not None and loss > 0 and replay_time and best_time:
+        loss_seconds = round(max(0.0, (best_time - replay_time).total_seconds()), 3)
+    elif loss == 0:
+        loss_seconds = 0.0
+    catch_up = bool(candidate and candidate not in primaries_in_target and archive_lsn is not None
+                    and cand_lsn is not None and archive_lsn > cand_lsn)
+    if not source_primary:
+        warnings.append('no primary answers in the source region: the loss estimate is a lower bound (WAL the old '
+                        'primary wrote that reached neither the archive nor %s is unknown)' % (candidate or 'a standby'))
+    return {
+        'target_region': target_region, 'target_hosts': target_hosts, 'source_hosts': source_hosts,
+        'candidate': candidate, 'candidate_lsn': _fmt(cand_lsn), 'candidate_replay_lsn': _fmt(replay_lsn),
+        'candidate_replay_time': replay_time.isoformat() if replay_time else None,
+        'source_primary': source_primary, 'source_primary_lsn': _fmt(source_lsn),
+        'source_reachable': [h for h in source_hosts if (facts.get(h) or {}).get('reachable')],
+        'archive_lsn': _fmt(archive_lsn), 'archive_time': archive.get('latest_time'),
+        'best_known_lsn': _fmt(best_lsn), 'best_known_from': best_from, 'loss_bytes': loss,
+        'loss_seconds': loss_seconds, 'loss_is_lower_bound': not source_primary,
+        'catch_up_from_archive': catch_up, 'already_there': bool(primaries_in_target),
+        'errors': errors, 'warnings': warnings,
+    }

@@ -2,8 +2,8 @@
 """The filters read inventory variables and registered results correctly."""
 
 from ansible_collections.rtx.dr.plugins.filter.topology import (
-    FilterModule, pg_failover_plan, pg_layout, pg_node_facts, pg_rejoin_plan, pg_replication_line,
-    pg_switchover_plan, pg_unreachable_hosts)
+    FilterModule, pg_failover_plan, pg_layout, pg_lsn_ge, pg_node_facts, pg_region_plan, pg_rejoin_plan,
+    pg_replication_line, pg_switchover_plan, pg_unreachable_hosts)
 
 
 def test_pg_layout_reads_inventory_variables():
@@ -152,3 +152,17 @@ def test_pg_rejoin_plan():
     plan = pg_rejoin_plan(LAYOUT, facts, 'db1', ['db1'])
     assert plan['action'] == 'refuse' and 'unreachable' in plan['errors'][0]
     assert pg_rejoin_plan(LAYOUT, facts, 'db3')['action'] == 'none'
+
+
+def test_pg_lsn_ge_and_region_plan_filters():
+    assert pg_lsn_ge('0/5000100', '0/5000100') and pg_lsn_ge('1/0', '0/FFFFFFFF')
+    assert not pg_lsn_ge('0/50000FF', '0/5000100')
+    assert not pg_lsn_ge(None, '0/1') and not pg_lsn_ge('0/1', '')
+    filters = FilterModule().filters()
+    assert filters['pg_lsn_ge'] is pg_lsn_ge and filters['pg_region_plan'] is pg_region_plan
+    layout = {'a': {'role': 'primary', 'region': 'east'}, 'w': {'role': 'standby', 'upstream': 'a', 'region': 'west'}}
+    standby = {'reachable': True, 'in_recovery': True, 'timeline': 1, 'receive_lsn': '0/3000000',
+               'replay_lsn': '0/3000000'}
+    facts = {'a': {'reachable': False}, 'w': standby}
+    plan = pg_region_plan(layout, facts, 'west', {'latest_lsn': '0/3000100'})
+    assert plan['candidate'] == 'w' and plan['loss_bytes'] == 0x100 and plan['catch_up_from_archive']

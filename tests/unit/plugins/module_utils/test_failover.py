@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import copy
+import datetime
 
 import pytest
 
 from ansible_collections.rtx.dr.plugins.module_utils.failover import (
-    DEFAULT_MAX_LAG_BYTES, plan_failover, plan_rejoin, plan_switchover, standby_position, sync_names_for)
+    DEFAULT_MAX_LAG_BYTES, plan_failover, plan_region, plan_rejoin, plan_switchover, standby_position, sync_names_for)
 
 SYSID = '7300'
 
@@ -901,3 +902,73 @@ def test_rejoin_with_two_other_writable_servers_is_refused():
     plan = plan_rejoin(LAYOUT, facts, 'db1')
     assert plan['action'] == 'refuse'
     assert 'db2, db3 all accept writes' in plan['errors'][0]
+
+
+# --------------------------------------------------------------------------
+# Region failover
+# --------------------------------------------------------------------------
+
+NOW = datetime.datetime(2026, 11, 27, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+def region_down_facts(**changes):
+    """The east region lost: db1-db3 unreachable, dbw a standby that received up to 0/5000100."""
+    facts = {'db1': down(), 'db2': down(), 'db3': down(), 'dbw': standby('0/5000100')}
+    facts['dbw']['last_replay_time'] = '2026-11-27 11:59:50+00'
+    facts.update(changes)
+    return facts
+
+
+def test_region_plan_counts_loss_against_the_archive_when_the_source_is_lost():
+    archive = {'latest_lsn': '0/5000300', 'latest_time': '2026-11-27T11:59:58Z'}
+    plan = plan_region(LAYOUT, region_down_facts(), 'west', archive, now=NOW)
+    assert plan['candidate'] == 'dbw' and plan['errors'] == []
+    assert plan['loss_bytes'] == 0x200 and plan['best_known_from'] == 'WAL archive'
+    assert plan['loss_seconds'] == 8.0 and plan['loss_is_lower_bound'] is True
+    assert plan['catch_up_from_archive'] is True
+    assert any('lower bound' in w for w in plan['warnings'])
+
+
+def test_region_plan_uses_the_source_primary_when_it_answers():
+    facts = region_down_facts(db1=primary('0/5000500'))
+    plan = plan_region(LAYOUT, facts, 'west', {'latest_lsn': '0/5000000'}, now=NOW)
+    assert plan['source_primary'] == 'db1' and plan['best_known_lsn'] == '0/5000500'
+    assert plan['loss_bytes'] == 0x400 and plan['loss_is_lower_bound'] is False
+    assert plan['catch_up_from_archive'] is False and plan['loss_seconds'] == 10.0
+
+
+def test_region_plan_no_loss_when_the_standby_is_ahead():
+    plan = plan_region(LAYOUT, region_down_facts(), 'west', {'latest_lsn': '0/5000000'}, now=NOW)
+    assert plan['loss_bytes'] == 0 and plan['loss_seconds'] == 0.0 and not plan['catch_up_from_archive']
+
+
+def test_region_plan_refuses_an_unknown_or_dead_region():
+    plan = plan_region(LAYOUT, region_down_facts(), 'north', {}, now=NOW)
+    assert plan['candidate'] is None and 'no database host in region' in plan['errors'][0]
+    assert 'east, west' in plan['errors'][0]
+    plan = plan_region(LAYOUT, region_down_facts(dbw=down()), 'west', {}, now=NOW)
+    assert plan['candidate'] is None and 'no database host of region west answers' in plan['errors'][0]
+
+
+def test_region_plan_already_there():
+    plan = plan_region(LAYOUT, region_down_facts(dbw=primary('0/6000000', timeline=2)), 'west', {}, now=NOW)
+    assert plan['already_there'] and plan['candidate'] == 'dbw' and not plan['catch_up_from_archive']
+
+
+def test_failover_with_candidate_regions_moves_a_healthy_primary_only_with_force():
+    plan = plan_failover(LAYOUT, healthy_facts(), candidate_regions=['west'])
+    assert plan['action'] == 'refuse' and 'failover_force' in ' '.join(plan['errors'])
+    plan = plan_failover(LAYOUT, healthy_facts(), force=True, candidate_regions=['west'])
+    assert plan['action'] == 'failover' and plan['candidate'] == 'dbw' and plan['fence'] == ['db1']
+
+
+def test_failover_with_candidate_regions_ignores_a_recorded_failover_outside_them():
+    last = {'new_primary': 'db1', 'new_timeline': 1, 'status': 'complete', 'kind': 'switchover'}
+    plan = plan_failover(LAYOUT, healthy_facts(), force=True, last_failover=last, candidate_regions=['west'])
+    assert plan['action'] == 'failover' and plan['candidate'] == 'dbw'
+    # Once the primary is in the wanted region, a rerun has nothing to do.
+    facts = {'db1': down(), 'db2': down(), 'db3': down(), 'dbw': primary('0/6000000', timeline=2)}
+    done = {'new_primary': 'dbw', 'new_timeline': 2, 'status': 'complete', 'kind': 'region'}
+    plan = plan_failover(LAYOUT, facts, hosts_unreachable=['db1', 'db2', 'db3'], force=True, last_failover=done,
+                         candidate_regions='west')
+    assert plan['action'] == 'none'
