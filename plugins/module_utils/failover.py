@@ -27,6 +27,7 @@ import datetime
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import format_lsn
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_lsn
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_wal_segment_name
 from ansible_collections.rtx.dr.plugins.module_utils.topology import format_sync_names
 
 DEFAULT_MAX_LAG_BYTES = 16 * 1024 * 1024
@@ -615,6 +616,14 @@ def plan_region(layout, facts, target_region, archive=None, now=None):
         cand_fact.get('current_lsn'))
     replay_lsn = _lsn(cand_fact.get('replay_lsn'))
     archive_lsn = _lsn(archive.get('latest_lsn'))
+    archive_time = archive.get('latest_time')
+    if archive_lsn is None and archive.get('newest_segment'):
+        # No backup to anchor a recoverable window: the end of the newest archived segment.
+        try:
+            archive_lsn = parse_wal_segment_name(str(archive['newest_segment'])[:24]).end_lsn
+            archive_time = archive.get('newest_segment_time')
+        except InvalidValueError:
+            archive_lsn = None
     known = [(source_lsn, 'source primary %s' % source_primary), (archive_lsn, 'WAL archive')]
     known = [k for k in known if k[0] is not None]
     best_lsn, best_from = max(known, key=lambda k: k[0]) if known else (None, None)
@@ -622,7 +631,7 @@ def plan_region(layout, facts, target_region, archive=None, now=None):
     if best_lsn is not None and cand_lsn is not None:
         loss = max(0, best_lsn - cand_lsn)
     replay_time = _time(cand_fact.get('last_replay_time'))
-    best_time = now if source_primary else _time(archive.get('latest_time'))
+    best_time = now if source_primary else _time(archive_time)
     loss_seconds = None
     if loss is not None and loss > 0 and replay_time and best_time:
         loss_seconds = round(max(0.0, (best_time - replay_time).total_seconds()), 3)
@@ -639,7 +648,7 @@ def plan_region(layout, facts, target_region, archive=None, now=None):
         'candidate_replay_time': replay_time.isoformat() if replay_time else None,
         'source_primary': source_primary, 'source_primary_lsn': _fmt(source_lsn),
         'source_reachable': [h for h in source_hosts if (facts.get(h) or {}).get('reachable')],
-        'archive_lsn': _fmt(archive_lsn), 'archive_time': archive.get('latest_time'),
+        'archive_lsn': _fmt(archive_lsn), 'archive_time': archive_time,
         'best_known_lsn': _fmt(best_lsn), 'best_known_from': best_from, 'loss_bytes': loss,
         'loss_seconds': loss_seconds, 'loss_is_lower_bound': not source_primary,
         'catch_up_from_archive': catch_up, 'already_there': bool(primaries_in_target),

@@ -80,7 +80,7 @@ def test_region_failover_needs_the_confirmation_and_moves_everything_west(probe_
     row = psql(get_host(WEST_DB), "SELECT kind || '|' || status || '|' || ((details->'region'->>'rto_seconds')::numeric"
                                   " > 0) FROM dr.failover_history ORDER BY started_at DESC LIMIT 1", db="rtx")
     assert row == "region|complete|true", row
-    reports = sorted(glob.glob(os.path.join(REPORTS, "region-*.json")))
+    reports = sorted(glob.glob(os.path.join(REPORTS, "region-failover-*.json")))
     assert reports, "no region report in %s" % REPORTS
     report = json.load(open(reports[-1]))
     assert report["new_primary"] == WEST_DB and report["target_region"] == "west"

@@ -972,3 +972,11 @@ def test_failover_with_candidate_regions_ignores_a_recorded_failover_outside_the
     plan = plan_failover(LAYOUT, facts, hosts_unreachable=['db1', 'db2', 'db3'], force=True, last_failover=done,
                          candidate_regions='west')
     assert plan['action'] == 'none'
+
+
+def test_region_plan_without_a_backup_uses_the_newest_archived_segment():
+    archive = {'latest_lsn': None, 'newest_segment': '000000010000000000000005',
+               'newest_segment_time': '2026-11-27T11:59:58Z'}
+    plan = plan_region(LAYOUT, region_down_facts(), 'west', archive, now=NOW)
+    assert plan['archive_lsn'] == '0/6000000' and plan['archive_time'] == '2026-11-27T11:59:58Z'
+    assert plan['loss_bytes'] == 0x6000000 - 0x5000100 and plan['catch_up_from_archive']
