@@ -15,12 +15,12 @@ import datetime
 import decimal
 
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
-from ansible_collections.rtx.dr.plugins.module_utils.errors import QueryFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import lsn_diff
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_wal_segment_name
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_all
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_one
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_optional
 
 MIN_SERVER_VERSION_NUM = 100000
 
@@ -125,15 +125,6 @@ def _lag(ahead, behind):
         return None
 
 
-def _optional(conn, sql, warnings, what):
-    """query_one that turns a privilege or similar error into a warning and None."""
-    try:
-        return query_one(conn, sql)
-    except QueryFailedError as exc:
-        warnings.append("Could not read %s (%s); it is reported as null. %s" % (what, exc.msg, exc.hint or ""))
-        return None
-
-
 def conninfo_host(conninfo):
     """The ``host`` of a libpq key/value connection string, or None.
 
@@ -189,7 +180,7 @@ def _settings(conn):
 
 
 def _wal_receiver(conn, warnings):
-    row = _optional(conn, "SELECT * FROM pg_catalog.pg_stat_wal_receiver", warnings, "pg_stat_wal_receiver")
+    row = query_optional(conn, "SELECT * FROM pg_catalog.pg_stat_wal_receiver", warnings, "pg_stat_wal_receiver")
     if not row:
         return None
     if "flushed_lsn" not in row and "received_lsn" in row:
@@ -247,7 +238,7 @@ def gather_node_info(conn):
     info["in_recovery"] = bool(query_one(conn, "SELECT pg_catalog.pg_is_in_recovery() AS r")["r"])
     info["role"] = "standby" if info["in_recovery"] else "primary"
 
-    row = _optional(
+    row = query_optional(
         conn,
         "SELECT system_identifier::text AS system_identifier FROM pg_catalog.pg_control_system()",
         warnings,
@@ -255,7 +246,7 @@ def gather_node_info(conn):
     )
     info["system_identifier"] = row["system_identifier"] if row else None
 
-    row = _optional(
+    row = query_optional(
         conn,
         "SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()",
         warnings,
@@ -275,7 +266,7 @@ def gather_node_info(conn):
     if info["in_recovery"]:
         info["last_replay_time"] = to_jsonable(row["last_replay_time"])
         info["replay_lag_bytes"] = _lag(info["receive_lsn"], info["replay_lsn"])
-        row = _optional(conn, "SELECT pg_catalog.pg_is_wal_replay_paused() AS p", warnings, "replay pause state")
+        row = query_optional(conn, "SELECT pg_catalog.pg_is_wal_replay_paused() AS p", warnings, "replay pause state")
         info["replay_paused"] = bool(row["p"]) if row else None
         info["wal_receiver"] = _wal_receiver(conn, warnings)
         info["upstream_host"] = conninfo_host(settings.get("primary_conninfo"))

@@ -342,6 +342,15 @@ def query_one(conn, sql, params=None):
     return _run(conn, sql, params, "one")
 
 
+def query_optional(conn, sql, warnings, what):
+    """:func:`query_one` that turns a privilege or similar error into a warning (appended to ``warnings``) and None."""
+    try:
+        return query_one(conn, sql)
+    except QueryFailedError as exc:
+        warnings.append("Could not read %s (%s); it is reported as null. %s" % (what, exc.msg, exc.hint or ""))
+        return None
+
+
 def query_all(conn, sql, params=None):
     """Run ``sql`` and return every row as a list of dicts (column name -> value)."""
     return _run(conn, sql, params, "all")

@@ -32,7 +32,6 @@ from ansible_collections.rtx.dr.plugins.module_utils import walchain
 from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
-from ansible_collections.rtx.dr.plugins.module_utils.errors import QueryFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import DEFAULT_WAL_SEGMENT_SIZE
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import close_quietly
@@ -42,6 +41,7 @@ from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_wal_s
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import postgres_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_all
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_one
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_optional
 from ansible_collections.rtx.dr.plugins.module_utils.verify import read_only_s3
 
 SINCE_KEYWORDS = ("oldest_backup", "latest_backup")
@@ -177,14 +177,6 @@ def empty_server(queried):
     return server
 
 
-def _optional(conn, sql, warnings, what):
-    try:
-        return query_one(conn, sql)
-    except QueryFailedError as exc:
-        warnings.append("Could not read %s (%s); it is reported as null. %s" % (what, exc.msg, exc.hint or ""))
-        return None
-
-
 def read_server(conn, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
     """Facts of an open connection: ``(server, archiver, warnings)`` (raw values, datetimes kept)."""
     warnings = []
@@ -208,7 +200,7 @@ def read_server(conn, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
     archiver = dict((key, row.get(key)) for key in ARCHIVER_KEYS)
     archiver["archived_count"] = _int(archiver["archived_count"])
     archiver["failed_count"] = _int(archiver["failed_count"])
-    ready = _optional(
+    ready = query_optional(
         conn,
         "SELECT count(*) AS ready FROM pg_catalog.pg_ls_archive_statusdir() WHERE name LIKE '%.ready'",
         warnings,
@@ -216,8 +208,8 @@ def read_server(conn, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
     )
     archiver["ready_count"] = _int(ready["ready"]) if ready else None
 
-    row = _optional(conn, "SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()", warnings,
-                    "pg_control_checkpoint()")
+    row = query_optional(conn, "SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()", warnings,
+                         "pg_control_checkpoint()")
     checkpoint_timeline = _int(row["timeline_id"]) if row else None
     server["timeline"] = checkpoint_timeline
     if not server["in_recovery"]:
