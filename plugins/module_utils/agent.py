@@ -510,8 +510,7 @@ def run_backup(params, log, client_factory=None):
     for item in reaped:
         log.warning("aborted abandoned multipart upload %s (%s)" % (item.get("key"), item.get("reason")))
     log("starting %s backup of %s to s3://%s/%s" % (run.kind, run.cluster_name, run.bucket, run.prefix))
-    result = run.run()
-    result["audit"] = run.write_audit(result)
+    result = run.run_and_audit()
     result["reaped_uploads"] = reaped
     result["changed"] = True
     return result

@@ -446,6 +446,7 @@ class BackupRun:
         self.cluster_name = None
         self.prefix = None
         self.record = None
+        self.failed_audit = None
         self.progress = None
         self.commands = []
         self._child = None
@@ -891,9 +892,27 @@ class BackupRun:
         result["command"] = self.commands[-1] if self.kind == "physical" else self.commands
         return result
 
+    def run_and_audit(self, now=None):
+        """:meth:`run`, then mirror the outcome into the audit table: the complete record on success (its
+        result is ``record['audit']``), the failed record when the backup failed (then the original error is
+        raised; the audit write is best effort and can never hide it). Without the failed rows the success rate
+        of ``backup_history`` (reports, the ``backup_metrics`` view, the BackupFailed alert) could never drop.
+        """
+        try:
+            result = self.run(now)
+        except BaseException:
+            if self.record is not None and self.record.get("status") == "failed":
+                try:
+                    self.failed_audit = self.write_audit(self.record)
+                except Exception as exc:  # pylint: disable=broad-exception-caught
+                    self.failed_audit = {"written": False, "reason": "%s: %s" % (type(exc).__name__, exc)}
+            raise
+        result["audit"] = self.write_audit(result)
+        return result
+
     # -- audit -------------------------------------------------------------------
     def write_audit(self, record):
-        """Mirror a complete record into ``<audit_schema>.backup_history``; never fails the backup."""
+        """Mirror a complete or failed record into ``<audit_schema>.backup_history``; never fails the backup."""
         params = self.params
         audit_db = params.get("audit_db") or "rtx"
         schema = params.get("audit_schema") or "dr"

@@ -435,8 +435,7 @@ def backup(module, run_factory=BackupRun, client_factory=boto3_client):
         )
         return result
     reaped = run.reap()
-    result = run.run()
-    result["audit"] = run.write_audit(result)
+    result = run.run_and_audit()
     result["reaped_uploads"] = reaped
     result["changed"] = True
     return result

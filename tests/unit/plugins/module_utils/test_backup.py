@@ -401,3 +401,46 @@ def test_audit_row_written(pg, aws_params, s3_client, bucket):
     assert row["sha"] == record["objects"][0]["sha256"]
     again = run.write_audit(record)
     assert again["written"] is False and "already exists" in again["reason"]
+
+
+def test_a_failed_backup_is_mirrored_as_failed_in_the_audit_table(pg, aws_params, s3_client, bucket, monkeypatch):
+    """Without failed rows backup_history's success rate (reports, backup_metrics, the BackupFailed alert) is 100 %."""
+    test_audit_row_written(pg, aws_params, s3_client, bucket)  # creates rtxaudit.drx.backup_history
+    real = s3_client.upload_part
+
+    def upload_part(**kwargs):
+        if kwargs["PartNumber"] >= 2:
+            raise ConnectionResetError("network cut")
+        return real(**kwargs)
+
+    monkeypatch.setattr(s3_client, "upload_part", upload_part)
+    run = make_run(pg, aws_params, bucket, s3_client, None, encryption="none", audit_db="rtxaudit",
+                   audit_schema="drx", compression="none")
+    run.preflight()
+    with pytest.raises(RtxDrError, match="part 2"):
+        run.run_and_audit()
+    assert run.failed_audit == {"written": True, "reason": None, "database": "rtxaudit", "schema": "drx"}
+    conn = connect(pg.params(login_db="rtxaudit"))
+    try:
+        row = query_one(conn, "SELECT status, error, finished_at IS NOT NULL AS finished FROM drx.backup_history"
+                              " WHERE backup_id = %s", (run.record["backup_id"],))
+    finally:
+        conn.close()
+    assert row["status"] == "failed" and "part 2" in row["error"] and row["finished"]
+
+
+def test_the_audit_write_of_a_failed_backup_never_hides_its_error(pg, aws_params, s3_client, bucket, monkeypatch):
+    run = make_run(pg, aws_params, bucket, s3_client, None, encryption="none", compression="none")
+    run.preflight()
+
+    def cut(**kwargs):
+        raise ConnectionResetError("cut")
+
+    def broken(record):
+        raise RuntimeError("audit broken")
+
+    monkeypatch.setattr(s3_client, "upload_part", cut)
+    monkeypatch.setattr(run, "write_audit", broken)
+    with pytest.raises(RtxDrError, match="cut"):
+        run.run_and_audit()
+    assert run.failed_audit == {"written": False, "reason": "RuntimeError: audit broken"}
