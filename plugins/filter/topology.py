@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ansible_collections.rtx.dr.plugins.module_utils.failover import (
-    plan_failover, plan_region, plan_rejoin, plan_switchover)
+    plan_failover, plan_region, plan_rejoin, plan_rejoin_list, plan_switchover, rejoin_host_list)
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_lsn
 from ansible_collections.rtx.dr.plugins.module_utils.topology import (
     ROLE_VAR, SYNC_VAR, UPSTREAM_VAR, assess_cluster, format_sync_names, layout_errors,
@@ -110,8 +110,34 @@ def pg_switchover_plan(layout, facts, hosts_unreachable=None, candidate=None, ma
     return plan_switchover(layout, facts, hosts_unreachable or [], candidate or None, int(max_lag_bytes))
 
 
-def pg_rejoin_plan(layout, facts, host, hosts_unreachable=None):
-    return plan_rejoin(layout, facts, host, hosts_unreachable or [])
+def pg_rejoin_plan(layout, facts, host, hosts_unreachable=None, also_rejoining=None):
+    return plan_rejoin(layout, facts, host, hosts_unreachable or [], also_rejoining or [])
+
+
+def pg_rejoin_list_plan(layout, facts, hosts, hosts_unreachable=None):
+    """Plans of rejoin.yml for a host, a comma-separated string of hosts or a list (one after the other)."""
+    return plan_rejoin_list(layout, facts, hosts, hosts_unreachable or [])
+
+
+def pg_rejoin_hosts(value):
+    """``rejoin_host`` (name, comma-separated string or list) as a list of host names."""
+    return rejoin_host_list(value)
+
+
+def pg_rejoin_plan_line(plan, method='auto'):
+    """The ``plan: ...`` line of rejoin.yml for one host's plan."""
+    line = 'plan: %s %s (%s)' % (plan.get('action'), plan.get('host'), plan.get('host_state') or '-')
+    if plan.get('primary'):
+        line += ' as a standby of %s' % plan['primary']
+    if plan.get('action') == 'rejoin':
+        line += ' by %s' % method
+    return line
+
+
+def pg_rejoin_done_lines(done):
+    """Summary lines of rejoin.yml for one rebuilt host ({host, primary, sync_state, how, seconds})."""
+    return ['REJOIN COMPLETE: %s streams from %s (%s)' % (done.get('host'), done.get('primary'), done.get('sync_state')),
+            'how: %s (%s s)' % (done.get('how'), done.get('seconds'))]
 
 
 def pg_lsn_ge(a, b):
@@ -151,6 +177,10 @@ class FilterModule(object):
             'pg_failover_plan': pg_failover_plan,
             'pg_switchover_plan': pg_switchover_plan,
             'pg_rejoin_plan': pg_rejoin_plan,
+            'pg_rejoin_list_plan': pg_rejoin_list_plan,
+            'pg_rejoin_hosts': pg_rejoin_hosts,
+            'pg_rejoin_plan_line': pg_rejoin_plan_line,
+            'pg_rejoin_done_lines': pg_rejoin_done_lines,
             'pg_region_plan': pg_region_plan,
             'pg_lsn_ge': pg_lsn_ge,
         }

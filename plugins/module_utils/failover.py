@@ -468,16 +468,19 @@ def plan_switchover(layout, facts, hosts_unreachable=(), candidate=None, max_lag
     return plan
 
 
-def plan_rejoin(layout, facts, host, hosts_unreachable=()):
+def plan_rejoin(layout, facts, host, hosts_unreachable=(), also_rejoining=()):
     """Decide how ``host`` becomes a standby of the current primary.
 
     The current primary is the writable member with the highest timeline. The
     host is refused when it is that primary, unreachable, or another cluster.
     ``action`` is ``none`` when it already streams from the primary,
     ``rejoin`` otherwise (``stale_primary`` true when it accepts writes on an
-    older timeline and must be stopped first).
+    older timeline and must be stopped first). ``also_rejoining``: other hosts
+    rebuilt in the same run (:func:`plan_rejoin_list`); they are never taken for
+    the primary (a second stale primary there is not a split brain).
     """
     hosts_unreachable = set(hosts_unreachable or ())
+    also_rejoining = set(also_rejoining or ()) - set([host])
     facts = dict((h, facts.get(h) or {'reachable': False}) for h in layout)
     errors = []
     plan = {'action': 'refuse', 'host': host, 'primary': None, 'stale_primary': False,
@@ -497,7 +500,7 @@ def plan_rejoin(layout, facts, host, hosts_unreachable=()):
     sysid, members = _cluster_members(dict((h, s) for h, s in layout.items() if h != host),
                                       dict((h, f) for h, f in facts.items() if h != host))
     up = dict((h, facts[h]) for h in members)
-    writable = sorted((h for h, f in up.items() if not f.get('in_recovery')),
+    writable = sorted((h for h, f in up.items() if not f.get('in_recovery') and h not in also_rejoining),
                       key=lambda h: (-int(up[h].get('timeline') or 0), h))
     if not writable:
         hfact = facts[host]
@@ -548,6 +551,57 @@ def plan_rejoin(layout, facts, host, hosts_unreachable=()):
         plan['host_state'] = 'postgres down'
     plan['action'] = 'rejoin'
     return plan
+
+
+def rejoin_host_list(hosts):
+    """The hosts of ``rejoin_host``: a name, a comma-separated string or a list; order kept, duplicates dropped."""
+    if hosts is None:
+        return []
+    items = hosts.split(',') if isinstance(hosts, str) else list(hosts)
+    out = []
+    for item in items:
+        name = str(item if item is not None else '').strip()
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def plan_rejoin_list(layout, facts, hosts, hosts_unreachable=()):
+    """The plans of rejoin.yml for one or more hosts, rebuilt one after the other from one primary.
+
+    ``hosts``: see :func:`rejoin_host_list`. Each host gets the plan of :func:`plan_rejoin` (the
+    other listed hosts are never taken for the primary). The run is refused (``action``
+    ``refuse``, ``errors`` name the host) as soon as one host is refused or the hosts would follow
+    different primaries: nothing is changed then. ``todo`` lists the hosts to rebuild, in the
+    given order; ``none`` lists those that already stream from the primary; ``action`` is
+    ``none`` when ``todo`` is empty.
+    """
+    names = rejoin_host_list(hosts)
+    hosts_unreachable = set(hosts_unreachable or ())
+    facts = dict((h, facts.get(h) or {'reachable': False}) for h in layout)
+    result = {'action': 'refuse', 'hosts': names, 'primary': None, 'todo': [], 'none': [], 'plans': [],
+              'errors': [], 'warnings': [], 'nodes': _node_table(layout, facts, hosts_unreachable)}
+    if not names:
+        result['errors'].append('rejoin_host is not set: name the host(s) to bring back, e.g. '
+                                '-e rejoin_host=db-east-1 or -e rejoin_host=db-east-1,db-east-2')
+        return result
+    for name in names:
+        plan = plan_rejoin(layout, facts, name, hosts_unreachable, also_rejoining=names)
+        plan.pop('nodes', None)
+        result['plans'].append(plan)
+        result['errors'].extend(plan['errors'])
+        result['warnings'].extend(plan['warnings'])
+    primaries = sorted(set(p['primary'] for p in result['plans'] if p['primary']))
+    if len(primaries) > 1:
+        result['errors'].append('the hosts would follow different primaries (%s): resolve that first'
+                                % ', '.join(primaries))
+    if result['errors']:
+        return result
+    result['primary'] = primaries[0] if primaries else None
+    result['todo'] = [p['host'] for p in result['plans'] if p['action'] == 'rejoin']
+    result['none'] = [p['host'] for p in result['plans'] if p['action'] == 'none']
+    result['action'] = 'rejoin' if result['todo'] else 'none'
+    return result
 
 
 # --------------------------------------------------------------------------

@@ -142,10 +142,32 @@ def test_rejoin_refuses_the_current_primary():
     assert role("mol-db-east-2") == "primary"
 
 
-def test_rejoin_rewinds_the_stale_old_primary():
+def guard_journal(name):
+    """The last lines of the PostgreSQL unit's journal (the fence guard logs there)."""
+    return get_host(name).run("journalctl -u postgresql@15-main --no-pager -n 200").stdout
+
+
+def test_the_fence_guard_keeps_the_returning_old_primary_down():
     start_container("mol-db-east-1")
-    # Back from the dead it starts as a primary on the old timeline: the split brain rejoin must end.
+    # No standby.signal (it was STONITHed), but the leader record names mol-db-east-2: the boot-time fence
+    # guard refuses to start it as a second primary on the old timeline.
+    assert role("mol-db-east-1") == "down"
+    journal = " ".join(guard_journal("mol-db-east-1").split())
+    assert "REFUSED to start PostgreSQL on mol-db-east-1 as a primary" in journal
+    # Refused on the word of the writable mol-db-east-2 and of the leader record (written by failover.yml).
+    assert "mol-db-east-2 accepts writes" in journal and "the leader record names mol-db-east-2" in journal
+    assert "rejoin.yml -e rejoin_host=mol-db-east-1" in journal
+    assert role("mol-db-east-2") == "primary"
+
+
+def test_rejoin_rewinds_the_stale_old_primary():
+    # The operator's one-shot override lets it past the guard: back from the dead it starts as a primary on the
+    # old timeline, and the split brain rejoin must end.
+    host = get_host("mol-db-east-1")
+    assert host.run("runuser -u postgres -- touch /var/lib/postgresql/15/main/rtx-dr-start-anyway").rc == 0
+    assert host.run("systemctl start postgresql@15-main").rc == 0
     assert wait_for(lambda: role("mol-db-east-1") == "primary", timeout=60)
+    assert host.run("test -e /var/lib/postgresql/15/main/rtx-dr-start-anyway").rc != 0
     result = playbook("rejoin.yml", "-e", "rejoin_host=mol-db-east-1")
     assert result.returncode == 0, out(result)
     assert "stale primary (timeline 1 < 2)" in said(result)
@@ -181,8 +203,11 @@ def test_the_standby_with_the_most_wal_is_promoted():
                     == "20000", timeout=60)
 
     start_container("mol-db-east-2")
+    # Killed, not fenced: the fence guard keeps it down (the leader record names mol-db-east-3).
+    assert role("mol-db-east-2") == "down"
     rejoin = playbook("rejoin.yml", "-e", "rejoin_host=mol-db-east-2")
     assert rejoin.returncode == 0, out(rejoin)
+    assert "plan: rejoin mol-db-east-2 (postgres down) as a standby of mol-db-east-3" in said(rejoin)
     assert role("mol-db-east-2") == "standby"
     assert wait_for(lambda: timeline("mol-db-east-2") == 3, timeout=30)
 

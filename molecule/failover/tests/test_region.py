@@ -13,7 +13,7 @@ import os
 from conftest import IPS, WRITER_PASSWORD, Writer, docker, get_host, psql, role, route53_value, rows_on, \
     start_container, streaming_from, wait_for
 from labtest import playbook
-from test_failover import out, said
+from test_failover import guard_journal, out, said
 
 EAST = ["mol-db-east-1", "mol-db-east-2", "mol-db-east-3", "mol-app-east-1"]
 WEST_DB = "mol-db-west-1"
@@ -24,6 +24,8 @@ APP_RECORD = "app.rtx-molecule.internal."
 WEST_HAPROXY_DSN = ("host=%s port=5433 dbname=rtx user=failover_writer password=%s sslmode=require connect_timeout=2"
                     % (APP_WEST_IP, WRITER_PASSWORD))
 REPORTS = os.path.join(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"), "reports")
+# The east primary before the region failover (set by the first test).
+STATE = {"east_primary": "mol-db-east-1"}
 
 
 def demo_health(host):
@@ -38,6 +40,7 @@ def primary_now():
 def test_region_failover_needs_the_confirmation_and_moves_everything_west(probe_table):
     (east_primary,) = primary_now()
     assert east_primary.startswith("mol-db-east")
+    STATE["east_primary"] = east_primary
     writer = Writer(WEST_HAPROXY_DSN)
     writer.start()
     try:
@@ -87,6 +90,24 @@ def test_region_failover_needs_the_confirmation_and_moves_everything_west(probe_
     assert report["estimated_loss_bytes"] is not None and float(report["rto_seconds"]) > 0
 
 
+def test_the_fence_guard_keeps_the_returning_east_primary_down():
+    for name in EAST:
+        start_container(name)
+    old = STATE["east_primary"]
+    # It has no standby.signal (it was stopped with its region), but the leader record in S3 names mol-db-west-1:
+    # its PostgreSQL unit fails to start instead of coming up writable on the old timeline.
+    assert role(old) == "down"
+    assert get_host(old).run("systemctl is-failed postgresql@15-main").stdout.strip() == "failed"
+    journal = " ".join(guard_journal(old).split())
+    assert "REFUSED to start PostgreSQL on %s as a primary" % old in journal
+    assert "%s accepts writes" % WEST_DB in journal and "the leader record names %s" % WEST_DB in journal
+    assert "region_failback.yml" in journal
+    # The region's standbys start (standby.signal: read-only); nothing in east accepts writes.
+    for name in [h for h in EAST if h.startswith("mol-db-east") and h != old]:
+        assert wait_for(lambda n=name: role(n) == "standby", timeout=30), name
+    assert primary_now() == [WEST_DB]
+
+
 def test_region_failback_rebuilds_east_and_switches_back_without_loss(probe_table):
     for name in EAST:
         start_container(name)
@@ -102,6 +123,9 @@ def test_region_failback_rebuilds_east_and_switches_back_without_loss(probe_tabl
     finally:
         writer.stop()
     assert "REGION FAILBACK COMPLETE: mol-db-east-1 in east is the primary" in said(result)
+    # The guard kept the old primary down: it is rebuilt from "postgres down", in one rejoin run with the others.
+    assert "plan: rejoin %s (postgres down) as a standby of %s" % (STATE["east_primary"], WEST_DB) in said(result)
+    assert "Rejoin 3/3:" in said(result)
     assert primary_now() == ["mol-db-east-1"]
     missing = set(writer.acked) - rows_on("mol-db-east-1")
     assert not missing, "%d acknowledged commits lost in the failback" % len(missing)

@@ -2,8 +2,8 @@
 """The filters read inventory variables and registered results correctly."""
 
 from ansible_collections.rtx.dr.plugins.filter.topology import (
-    FilterModule, pg_failover_plan, pg_layout, pg_lsn_ge, pg_node_facts, pg_region_plan, pg_rejoin_plan,
-    pg_replication_line, pg_switchover_plan, pg_unreachable_hosts)
+    FilterModule, pg_failover_plan, pg_layout, pg_lsn_ge, pg_node_facts, pg_region_plan, pg_rejoin_done_lines,
+    pg_rejoin_hosts, pg_rejoin_list_plan, pg_rejoin_plan, pg_rejoin_plan_line, pg_replication_line, pg_switchover_plan, pg_unreachable_hosts)
 
 
 def test_pg_layout_reads_inventory_variables():
@@ -152,6 +152,30 @@ def test_pg_rejoin_plan():
     plan = pg_rejoin_plan(LAYOUT, facts, 'db1', ['db1'])
     assert plan['action'] == 'refuse' and 'unreachable' in plan['errors'][0]
     assert pg_rejoin_plan(LAYOUT, facts, 'db3')['action'] == 'none'
+    # A second stale primary that is rejoined in the same run is not taken for the primary.
+    facts['db3'] = _primary(timeline=1)
+    assert pg_rejoin_plan(LAYOUT, facts, 'db1')['action'] == 'refuse'
+    plan = pg_rejoin_plan(LAYOUT, facts, 'db1', [], ['db3'])
+    assert plan['action'] == 'rejoin' and plan['primary'] == 'db2'
+
+
+def test_pg_rejoin_list_plan_and_hosts():
+    filters = FilterModule().filters()
+    assert filters['pg_rejoin_list_plan'] is pg_rejoin_list_plan
+    assert filters['pg_rejoin_hosts'] is pg_rejoin_hosts
+    assert pg_rejoin_hosts('db1') == ['db1']
+    assert pg_rejoin_hosts(' db1, db3,,db1 ') == ['db1', 'db3']
+    assert pg_rejoin_hosts(['db3', 'db1']) == ['db3', 'db1']
+    assert pg_rejoin_hosts('') == [] and pg_rejoin_hosts(None) == []
+    facts = {'db1': {'reachable': False}, 'db2': _primary(timeline=2),
+             'db3': _standby('0/6000000', 'db1', 1), 'dbw': _standby('0/6000000', 'db2', 2)}
+    plan = pg_rejoin_list_plan(LAYOUT, facts, 'db1,db3,dbw')
+    assert plan['action'] == 'rejoin' and plan['primary'] == 'db2'
+    assert plan['todo'] == ['db1', 'db3'] and plan['none'] == ['dbw']
+    plan = pg_rejoin_list_plan(LAYOUT, facts, ['db1', 'db3'], None)
+    assert plan['todo'] == ['db1', 'db3']
+    plan = pg_rejoin_list_plan(LAYOUT, facts, ['db3', 'db1'], ['db1'])
+    assert plan['action'] == 'refuse' and plan['todo'] == [] and 'db1 is unreachable' in plan['errors'][0]
 
 
 def test_pg_lsn_ge_and_region_plan_filters():
@@ -166,3 +190,18 @@ def test_pg_lsn_ge_and_region_plan_filters():
     facts = {'a': {'reachable': False}, 'w': standby}
     plan = pg_region_plan(layout, facts, 'west', {'latest_lsn': '0/3000100'})
     assert plan['candidate'] == 'w' and plan['loss_bytes'] == 0x100 and plan['catch_up_from_archive']
+
+
+def test_pg_rejoin_plan_and_done_lines():
+    filters = FilterModule().filters()
+    assert filters['pg_rejoin_plan_line'] is pg_rejoin_plan_line
+    assert filters['pg_rejoin_done_lines'] is pg_rejoin_done_lines
+    plan = {'action': 'rejoin', 'host': 'db1', 'host_state': 'stale primary (timeline 1 < 2)', 'primary': 'db2'}
+    assert pg_rejoin_plan_line(plan, 'rewind') == ('plan: rejoin db1 (stale primary (timeline 1 < 2)) as a standby '
+                                                   'of db2 by rewind')
+    assert pg_rejoin_plan_line({'action': 'refuse', 'host': 'db9', 'primary': None}) == 'plan: refuse db9 (-)'
+    assert pg_rejoin_plan_line({'action': 'none', 'host': 'db3', 'host_state': 'standby streaming from db2',
+                                'primary': 'db2'}) == 'plan: none db3 (standby streaming from db2) as a standby of db2'
+    assert pg_rejoin_done_lines({'host': 'db1', 'primary': 'db2', 'sync_state': 'async', 'how': 'pg_rewind',
+                                 'seconds': 12.5}) == ['REJOIN COMPLETE: db1 streams from db2 (async)',
+                                                       'how: pg_rewind (12.5 s)']

@@ -11,7 +11,8 @@ import datetime
 import pytest
 
 from ansible_collections.rtx.dr.plugins.module_utils.failover import (
-    DEFAULT_MAX_LAG_BYTES, plan_failover, plan_region, plan_rejoin, plan_switchover, standby_position, sync_names_for)
+    DEFAULT_MAX_LAG_BYTES, plan_failover, plan_region, plan_rejoin, plan_rejoin_list, plan_switchover,
+    rejoin_host_list, standby_position, sync_names_for)
 
 SYSID = '7300'
 
@@ -902,6 +903,90 @@ def test_rejoin_with_two_other_writable_servers_is_refused():
     plan = plan_rejoin(LAYOUT, facts, 'db1')
     assert plan['action'] == 'refuse'
     assert 'db2, db3 all accept writes' in plan['errors'][0]
+
+
+# ---------------------------------------------------------------------------
+# plan_rejoin_list (several hosts, one after the other)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('value, expected', [
+    ('db1', ['db1']),
+    ('db1,db3', ['db1', 'db3']),
+    (' db3 , db1 ,, db3', ['db3', 'db1']),
+    (['db3', 'db1', 'db3'], ['db3', 'db1']),
+    (('db1',), ['db1']),
+    ('', []),
+    (None, []),
+    ([], []),
+])
+def test_rejoin_host_list(value, expected):
+    assert rejoin_host_list(value) == expected
+
+
+@pytest.mark.parametrize('hosts', [None, '', [], ' , '])
+def test_rejoin_list_without_hosts(hosts):
+    plan = plan_rejoin_list(LAYOUT, after_failover_facts(), hosts)
+    assert plan['action'] == 'refuse'
+    assert plan['todo'] == [] and plan['plans'] == []
+    assert 'rejoin_host is not set' in plan['errors'][0]
+
+
+def test_rejoin_list_single_host_matches_plan_rejoin():
+    facts = after_failover_facts()
+    single = plan_rejoin(LAYOUT, facts, 'db1')
+    plan = plan_rejoin_list(LAYOUT, facts, 'db1')
+    assert plan['action'] == 'rejoin' and plan['primary'] == 'db2'
+    assert plan['todo'] == ['db1'] and plan['none'] == []
+    assert plan['plans'] == [dict((k, v) for k, v in single.items() if k != 'nodes')]
+    assert plan['nodes'] == single['nodes']
+
+
+def test_rejoin_list_keeps_the_order_and_skips_streaming_hosts():
+    facts = after_failover_facts(db3=standby(timeline=1, upstream='db1', status=None))
+    plan = plan_rejoin_list(LAYOUT, facts, ['db3', 'dbw', 'db1'])
+    assert plan['action'] == 'rejoin'
+    assert plan['todo'] == ['db3', 'db1']
+    assert plan['none'] == ['dbw']
+    assert [p['host'] for p in plan['plans']] == ['db3', 'dbw', 'db1']
+
+
+def test_rejoin_list_nothing_to_do():
+    plan = plan_rejoin_list(LAYOUT, after_failover_facts(), 'db3,dbw')
+    assert plan['action'] == 'none'
+    assert plan['todo'] == [] and plan['none'] == ['db3', 'dbw'] and plan['primary'] == 'db2'
+
+
+def test_rejoin_list_two_stale_primaries_are_not_a_split_brain():
+    # Both old-region servers came back writable on the old timeline: each is rewound, db2 stays the source.
+    facts = after_failover_facts(db1=primary(timeline=1), db3=primary(timeline=1))
+    assert plan_rejoin(LAYOUT, facts, 'db1')['action'] == 'refuse'  # alone: db2 and db3 both writable
+    plan = plan_rejoin_list(LAYOUT, facts, 'db1,db3')
+    assert plan['action'] == 'rejoin' and plan['primary'] == 'db2'
+    assert plan['todo'] == ['db1', 'db3']
+    assert all(p['stale_primary'] for p in plan['plans'])
+    assert len(plan['warnings']) == 2
+
+
+def test_rejoin_list_is_refused_when_one_host_is_refused():
+    plan = plan_rejoin_list(LAYOUT, after_failover_facts(), ['db1', 'db9'], hosts_unreachable=[])
+    assert plan['action'] == 'refuse'
+    assert plan['todo'] == [] and plan['primary'] is None
+    assert len(plan['errors']) == 1 and plan['errors'][0].startswith('rejoin_host=db9 is not a host')
+    plan = plan_rejoin_list(LAYOUT, after_failover_facts(), 'db1,db3', hosts_unreachable=['db1'])
+    assert plan['action'] == 'refuse' and plan['errors'][0].startswith('rejoin_host=db1 is unreachable')
+
+
+def test_rejoin_list_with_the_primary_in_it_is_refused():
+    plan = plan_rejoin_list(LAYOUT, after_failover_facts(), 'db1,db2')
+    assert plan['action'] == 'refuse'
+    assert any('no other server accepts writes' in e for e in plan['errors'])
+
+
+def test_rejoin_list_writable_host_on_the_primary_timeline_is_refused():
+    plan = plan_rejoin_list(LAYOUT, after_failover_facts(db1=primary(timeline=2)), 'db1,db3')
+    assert plan['action'] == 'refuse'
+    assert plan['errors'][0].startswith('db1 accepts writes on timeline 2, not older than the primary db2')
 
 
 # --------------------------------------------------------------------------
