@@ -27,6 +27,18 @@ cannot ask the server for its ``cluster_name``: ``prefix`` or ``cluster_name`` m
 be in the file. ``kms_key_id`` given as an ARN saves one KMS request per call (an
 alias is resolved with ``kms:DescribeKey``, as the bucket policy pins the key ARN).
 
+Cross-region copy (``docs/cross_region.md``), in the ``wal`` section: ``replica_bucket``,
+``replica_region`` (default ``region``), ``replica_endpoint_url`` (default ``endpoint_url``),
+``replica_kms_key_id`` (the replica region's key, required with SSE-KMS) and ``replica_mode``.
+``push`` stores the file in the primary bucket, then with the same code in the replica bucket
+(same idempotency: same content = success, different content = error, never overwritten).
+``replica_mode: sync`` (default): a failed replica push exits 1, PostgreSQL keeps the file and
+retries (the primary push is then a cheap no-op). ``async``: a failed replica push is a warning
+and the file counts as archived; a conflict (different content) fails in both modes. ``fetch``
+reads the archives in ``fetch_order`` (``primary_first`` default, ``replica_first``,
+``primary_only``, ``replica_only``; ``fetch --order`` overrides it): a file missing in one, or an
+archive that fails, is read from the next.
+
 Exit codes: 0 archived / restored (or already archived with the same content);
 1 anything else, with one line on stderr (PostgreSQL writes it to its log and
 retries the archiving). ``fetch`` of a file that is not archived exits 1 without
@@ -56,7 +68,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 #: WAL-only options: read from the wal section only (top-level keys of these names are the backup's).
-WAL_ONLY = frozenset(("compression", "compression_level", "wal_segment_size"))
+WAL_ONLY = frozenset(("compression", "compression_level", "wal_segment_size", "replica_bucket", "replica_region",
+                      "replica_endpoint_url", "replica_kms_key_id", "replica_mode", "fetch_order"))
 #: The section of the agent configuration with the WAL-only options.
 SECTION = "wal"
 
@@ -160,6 +173,8 @@ def parse_args(argv):
     fetch = sub.add_parser("fetch", help="restore one WAL file: fetch %%f %%p")
     fetch.add_argument("name", help="the WAL file name (PostgreSQL's %%f)")
     fetch.add_argument("dest", help="where to write it (PostgreSQL's %%p)")
+    fetch.add_argument("--order", choices=["primary_first", "replica_first", "primary_only", "replica_only"],
+                       help="which archive to read first (default: fetch_order of the configuration)")
     sub.add_parser("check-config", help="validate the WAL settings of the configuration; contacts nothing")
     return parser.parse_args(argv)
 
@@ -180,11 +195,57 @@ def run(args, log, client_factory=None):
     if args.command == "push":
         walarchive.check_options(params)  # option errors before any client is built
         s3 = client_factory(params, "s3")
-        return walarchive.push(s3, params, args.path, log=log if args.verbose else None,
-                               kms=lambda: client_factory(params, "kms"))
+        result = walarchive.push(s3, params, args.path, log=log if args.verbose else None,
+                                 kms=lambda: client_factory(params, "kms"))
+        replica = walarchive.replica_params(params)
+        if replica is not None:
+            result["replica"] = push_replica(replica, params.get("replica_mode") or "sync", args, log, client_factory)
+        return result
     walarchive.check_options(params, upload=False)
-    s3 = client_factory(params, "s3")
-    return walarchive.fetch(s3, params, args.name, args.dest, log=log if args.verbose else None)
+    replica = walarchive.replica_params(params, upload=False)
+    order = walarchive.FETCH_ORDERS[getattr(args, "order", None) or params.get("fetch_order") or "primary_first"]
+    if replica is None and "primary" not in order:
+        raise InvalidValueError(
+            "fetch order %s reads the replica archive, but replica_bucket is not set in %s"
+            % ("/".join(order), args.config),
+            hint="Set replica_bucket (and replica_region) in the wal section, or fetch from the primary.")
+    archives = {"primary": params, "replica": replica}
+    sources = [(label, _lazy_client(client_factory, archives[label]), archives[label])
+               for label in order if archives[label] is not None]
+    return walarchive.fetch_any(sources, args.name, args.dest, log=log if args.verbose else None)
+
+
+def _lazy_client(client_factory, params):
+    return lambda: client_factory(params, "s3")
+
+
+def push_replica(replica, mode, args, log, client_factory):
+    """Push ``args.path`` into the replica archive after the primary push succeeded.
+
+    ``sync``: any failure raises (the agent exits 1, PostgreSQL keeps the file and retries; the primary push is
+    then an idempotent no-op). ``async``: a failure is logged as a warning and the file counts as archived
+    (``playbooks/backup_incremental.yml`` copies it later) - except a different content under the same name
+    (:class:`walarchive.WalConflictError`), which is never hidden in either mode.
+    """
+    from ansible_collections.rtx.dr.plugins.module_utils import walarchive  # pylint: disable=import-outside-toplevel
+
+    where = "s3://%s (region %s)" % (replica["bucket"], replica.get("region"))
+    try:
+        s3 = client_factory(replica, "s3")
+        return walarchive.push(s3, replica, args.path, log=log if args.verbose else None,
+                               kms=lambda: client_factory(replica, "kms"))
+    except walarchive.WalConflictError as exc:
+        exc.msg = "replica archive %s: %s" % (where, exc.msg)
+        raise
+    except RtxDrError as exc:
+        if mode == "async":
+            log.warning("push %s: archived in the primary bucket, but NOT in the replica %s: %s (replica_mode "
+                        "async: counted as archived; playbooks/backup_incremental.yml copies it later)"
+                        % (args.path, where, exc.msg))
+            return {"failed": True, "error": exc.msg}
+        exc.msg = ("archived in the primary bucket, but the push to the replica %s failed: %s (replica_mode sync: "
+                   "PostgreSQL keeps the file and retries)" % (where, exc.msg))
+        raise
 
 
 def main(argv=None, stderr=None, client_factory=None):

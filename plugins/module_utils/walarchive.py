@@ -77,6 +77,17 @@ from ansible_collections.rtx.dr.plugins.module_utils.s3stream import MIB
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import StreamUploader
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import sse_args as make_sse_args
 
+#: Where a fetch looks, in order (``fetch_order``); the ``*_first`` orders fall back to the other bucket.
+FETCH_ORDERS = {
+    "primary_first": ("primary", "replica"),
+    "replica_first": ("replica", "primary"),
+    "primary_only": ("primary",),
+    "replica_only": ("replica",),
+}
+#: The options that describe the replica (not used by the primary push/fetch themselves).
+REPLICA_OPTIONS = ("replica_bucket", "replica_region", "replica_endpoint_url", "replica_kms_key_id", "replica_mode",
+                   "fetch_order")
+
 # The options of WAL archiving beyond the aws common ones (module and wal_agent.py).
 WAL_OPTIONS = dict(
     bucket=dict(type="str", required=True),
@@ -87,6 +98,13 @@ WAL_OPTIONS = dict(
     encryption=dict(type="str", default="aws:kms", choices=["aws:kms", "none"]),
     kms_key_id=dict(type="str"),
     wal_segment_size=dict(type="int", default=DEFAULT_WAL_SEGMENT_SIZE),
+    # Cross-region copy (docs/cross_region.md): every push also goes to the replica bucket.
+    replica_bucket=dict(type="str"),
+    replica_region=dict(type="str"),
+    replica_endpoint_url=dict(type="str"),
+    replica_kms_key_id=dict(type="str"),
+    replica_mode=dict(type="str", default="sync", choices=["sync", "async"]),
+    fetch_order=dict(type="str", default="primary_first", choices=list(FETCH_ORDERS)),
 )
 
 
@@ -218,6 +236,7 @@ def check_options(params, upload=True):
     encryption = params.get("encryption") or "aws:kms"
     # Refuses aws:kms without a key: storing WAL unencrypted takes an explicit 'encryption: none'.
     sse = make_sse_args(encryption, params.get("kms_key_id")) if upload else {}
+    replica_params(params, upload=upload)  # replica errors before anything is contacted too
     return {
         "bucket": bucket,
         "prefix": prefix,
@@ -229,10 +248,43 @@ def check_options(params, upload=True):
     }
 
 
+def replica_params(params, upload=True):
+    """The options of the replica archive (the same options with the replica's bucket, region, endpoint and key),
+    or None when ``replica_bucket`` is not set.
+
+    ``replica_region`` defaults to ``region``, ``replica_endpoint_url`` to ``endpoint_url``; with
+    ``encryption: aws:kms`` an ``upload`` needs ``replica_kms_key_id`` (the key of the replica's region: a KMS key
+    never leaves its region).
+    """
+    bucket = params.get("replica_bucket")
+    if not bucket:
+        return None
+    region = params.get("replica_region") or params.get("region")
+    endpoint = params.get("replica_endpoint_url") or params.get("endpoint_url")
+    if bucket == params.get("bucket") and region == params.get("region") and endpoint == params.get("endpoint_url"):
+        raise InvalidValueError(
+            "replica_bucket %s is the primary bucket itself (same region and endpoint): the replica would hold "
+            "nothing the primary does not" % bucket,
+            hint="Set replica_bucket to the bucket in the second region (rtx_dr_backup_replica_bucket), or leave "
+            "it unset.")
+    encryption = params.get("encryption") or "aws:kms"
+    if upload and encryption == "aws:kms" and not params.get("replica_kms_key_id"):
+        raise InvalidValueError(
+            "replica_bucket is set but replica_kms_key_id is not: the copies in %s must be encrypted with the KMS "
+            "key of the replica's region" % bucket,
+            hint="Set replica_kms_key_id (alias/<name>, key id or ARN of the key in replica_region; the "
+            "rtx.dr.s3_storage role creates it with the same alias in every region).")
+    replica = dict(params)
+    replica.update(bucket=bucket, region=region, endpoint_url=endpoint, kms_key_id=params.get("replica_kms_key_id"))
+    for name in REPLICA_OPTIONS:
+        replica[name] = None
+    return replica
+
+
 _KMS_ARNS = {}
 
 
-def kms_key_arn(kms, key_id):
+def kms_key_arn(kms, key_id, scope=None):
     """The ARN of KMS key ``key_id``: itself when it is an ARN, else ``describe_key`` (cached per process).
 
     The bucket policy of ``rtx.dr.s3_storage`` compares the SSE-KMS header with the key ARN,
@@ -240,8 +292,10 @@ def kms_key_arn(kms, key_id):
     """
     if key_id.startswith("arn:") and ":key/" in key_id:
         return key_id
-    if key_id in _KMS_ARNS:
-        return _KMS_ARNS[key_id]
+    # The same alias names another key in every region: the cache is per (region/endpoint) scope.
+    cached = (scope, key_id)
+    if cached in _KMS_ARNS:
+        return _KMS_ARNS[cached]
     if kms is not None and not hasattr(kms, "describe_key"):
         kms = kms()
     if kms is None:
@@ -257,7 +311,7 @@ def kms_key_arn(kms, key_id):
                 details={"kms_key_id": key_id},
             )
         raise error from None
-    _KMS_ARNS[key_id] = arn
+    _KMS_ARNS[cached] = arn
     return arn
 
 
@@ -530,7 +584,7 @@ def push(s3, params, path, log=None, kms=None):
 
     sse = dict(settings["sse"])
     if sse:
-        sse["SSEKMSKeyId"] = kms_key_arn(kms, sse["SSEKMSKeyId"])
+        sse["SSEKMSKeyId"] = kms_key_arn(kms, sse["SSEKMSKeyId"], (params.get("endpoint_url"), params.get("region")))
     extra = dict(sse)
     extra["ContentType"] = "application/octet-stream"
     comp = settings["compression"]
@@ -687,3 +741,40 @@ def fetch(s3, params, name, dest_path, log=None):
     return {"key": key, "name": name, "bytes": sink.raw_size, "sha256": sink.raw.hexdigest(),
             "compressed_bytes": sink.stored_size, "compression": method,
             "seconds": round(time.monotonic() - started, 3)}
+
+
+def fetch_any(sources, name, dest_path, log=None):
+    """:func:`fetch` from the first of ``sources`` that has ``name``: ``[(label, client or factory, params)]``.
+
+    A client is only built (``factory()``) when its source is tried. Any failure of one source (not archived
+    there, unreachable, damaged object) moves on to the next; when every source failed, the error of a source
+    that had a real problem is raised (so that it reaches PostgreSQL's log), else :class:`WalNotFoundError`.
+    The result gains ``source`` (the label) and ``tried`` (labels that failed before, with their error).
+    """
+    tried = []
+    problem = None
+    not_found = None
+    for label, client, params in sources:
+        try:
+            if not hasattr(client, "get_object"):
+                client = client()
+            result = fetch(client, params, name, dest_path, log=log)
+        except WalNotFoundError as exc:
+            not_found = not_found or exc
+            tried.append({"source": label, "error": "not archived"})
+            continue
+        except RtxDrError as exc:
+            problem = problem or exc
+            tried.append({"source": label, "error": exc.msg})
+            if log is not None:
+                log("%s: %s archive failed, trying the next: %s" % (name, label, exc.msg))
+            continue
+        result["source"] = label
+        result["tried"] = tried
+        return result
+    if problem is not None:
+        if len(tried) > 1:
+            problem.msg = "%s (every archive failed: %s)" % (problem.msg, "; ".join(
+                "%s: %s" % (t["source"], t["error"]) for t in tried))
+        raise problem
+    raise not_found or WalNotFoundError("WAL file %s is not in any archive" % name, details={"name": name})

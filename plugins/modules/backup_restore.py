@@ -122,6 +122,16 @@ options:
     description: The Python interpreter of the WAL agent on the host.
     type: path
     default: /usr/bin/python3
+  wal_fetch_order:
+    description:
+      - Which WAL archive the C(restore_command) reads first when the agent configuration has a replica bucket
+        (C(docs/cross_region.md)) - V(primary_first), V(replica_first) (the C(_first) orders fall back to the other
+        archive), V(primary_only) or V(replica_only).
+      - Default - the C(fetch_order) of O(agent_config) (V(replica_first) on hosts of the replica's region).
+      - To restore from the replica bucket alone, set O(bucket) and O(region) to the replica's and this to
+        V(replica_only).
+    type: str
+    choices: [primary_first, replica_first, primary_only, replica_only]
   wal_segment_size:
     description: WAL segment size of the cluster in bytes.
     type: int

@@ -30,7 +30,10 @@ def s3():
 
 
 def drill(*extra, checks=None):
-    args = ["-e", "restore_host=%s" % DRILL_HOST, "-e", "restore_verify_only=true"]
+    # These tests damage the PRIMARY bucket on purpose: read it alone (a west host would read the replica bucket
+    # first by default, see test_cross_region.py).
+    args = ["-e", "restore_host=%s" % DRILL_HOST, "-e", "restore_verify_only=true", "-e", "restore_bucket=%s" % BUCKET,
+            "-e", "restore_wal_fetch_order=primary_only"]
     if checks is not None:
         args += ["-e", json.dumps({"restore_sql_checks": checks})]
     return playbook("restore.yml", *(args + list(extra)))

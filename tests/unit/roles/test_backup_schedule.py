@@ -328,6 +328,30 @@ def test_rendered_configuration_is_valid_for_the_agent(tmp_path):
     assert checked["backup"]["timeout"] == 14400 and SECRET not in proc.stdout.decode()
 
 
+@pytest.mark.parametrize("region,order", [("west", "replica_first"), ("east", "primary_first")])
+def test_replica_settings_in_the_wal_section(tmp_path, region, order):
+    rendered = render(tmp_path, rtx_dr_backup_replica_bucket="rtx-dr-backups-lab-west",
+                      rtx_dr_backup_replica_region="us-west-2", rtx_dr_backup_replica_site="west", rtx_dr_region=region,
+                      backup_schedule_wal_options={"compression": "lz4"})
+    config = json.loads(rendered["agent.json"])
+    assert config["wal"] == {"replica_bucket": "rtx-dr-backups-lab-west", "replica_region": "us-west-2",
+                             "replica_kms_key_id": "alias/rtx-dr-backups", "replica_mode": "sync",
+                             "fetch_order": order, "compression": "lz4"}
+    assert not {k for k in config if k.startswith("replica")}  # the backup agent refuses unknown top-level keys
+    lib = tmp_path / "lib"
+    install_layout(lib)
+    path = tmp_path / "agent.json"
+    path.write_text(rendered["agent.json"])
+    for module in ("agent", "wal_agent"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ansible_collections.rtx.dr.plugins.module_utils." + module, "--config", str(path),
+             "check-config"],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib), "PYTHONDONTWRITEBYTECODE": "1"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, cwd=str(tmp_path), timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+
+
 def test_empty_globals_are_left_out(tmp_path):
     config = json.loads(render(tmp_path, rtx_dr_aws_endpoint_url="", rtx_dr_aws_access_key="",
                                rtx_dr_aws_secret_key="", rtx_dr_backup_prefix="")["agent.json"])
