@@ -2,7 +2,8 @@
 
 from conftest import psql, wait_for
 
-TABLES = ["backup_history", "restore_history", "failover_history", "health_check_history", "verification_history"]
+TABLES = ["backup_history", "restore_history", "failover_history", "health_check_history", "verification_history",
+          "drill_history"]
 
 
 def test_dr_tables_and_view_exist_on_primary(primary):
@@ -16,7 +17,7 @@ def test_dr_tables_and_view_exist_on_primary(primary):
 def test_migrations_are_recorded_with_checksums(primary):
     rows = psql(primary, "SELECT version || ':' || length(checksum) FROM dr.schema_migrations ORDER BY version",
                 db="rtx").splitlines()
-    assert rows[:3] == ["1:64", "2:64", "3:64"], rows
+    assert rows[:4] == ["1:64", "2:64", "3:64", "4:64"], rows
 
 
 def test_health_history_is_partitioned_and_accepts_any_time(primary):
@@ -47,3 +48,13 @@ def test_schema_reaches_the_standbys(standbys):
     for name, host in standbys.items():
         seen = wait_for(lambda h=host: psql(h, "SELECT to_regclass('dr.backup_history') IS NOT NULL", db="rtx") == "t")
         assert seen, name
+
+
+def test_the_writer_role_may_record_drills(primary):
+    assert psql(primary, "SELECT has_table_privilege('rtx_dr_writer', 'dr.drill_history', 'INSERT, UPDATE')"
+                " AND NOT has_table_privilege('rtx_dr_writer', 'dr.drill_history', 'DELETE')", db="rtx") == "t"
+    # A drill cannot be recorded as passed when its objectives were not met.
+    out = primary.run("runuser -u postgres -- psql -X -Atq -d rtx -c %s",
+                      "INSERT INTO dr.drill_history (drill_id, kind, status, finished_at, objectives_met)"
+                      " VALUES ('mol-drill-check', 'restore', 'passed', now(), false)")
+    assert out.rc != 0 and "drill_history_passed_check" in out.stderr
