@@ -432,6 +432,9 @@ def test_restore_command_defaults_and_options():
                                    "agent_config": "/etc/x.json"})
     assert cmd.startswith("PYTHONPATH=/opt/rtx /opt/py/bin/python -m ") and cmd.endswith(
         "--config /etc/x.json fetch %f %p")
+    # cross-region: the archive order of the fetch (docs/cross_region.md)
+    assert restore.restore_command({"wal_fetch_order": "replica_only"}).endswith(
+        "--config /etc/rtx-dr/agent.json fetch --order replica_only %f %p")
 
 
 def test_new_restore_id():
@@ -1597,3 +1600,79 @@ def test_recovery_facts_later_lines_win():
           "LOG:  recovery has paused\n"
     facts = restore.recovery_facts(log)
     assert facts["new_timeline"] == "3" and facts["paused"] == "recovery has paused"
+
+
+# --------------------------------------------------------------------------
+# The download pipeline (_HashingStream): hashing, decompression and errors across its threads
+# --------------------------------------------------------------------------
+
+
+class _Body:
+    """An S3 body stand-in that fails after ``fail_after`` bytes and counts how much was read."""
+
+    def __init__(self, data, fail_after=None):
+        self.data = io.BytesIO(data)
+        self.fail_after = fail_after
+        self.done = 0
+
+    def read(self, size):
+        if self.fail_after is not None and self.done >= self.fail_after:
+            raise ConnectionResetError("connection reset by the endpoint")
+        chunk = self.data.read(size)
+        self.done += len(chunk)
+        return chunk
+
+
+def _compressed(method, data):
+    compressor = new_compressor(method)
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize("method", ["none", "gzip", "zstd", "lz4"])
+def test_pipeline_returns_the_plain_bytes_and_the_stored_sha(method):
+    plain = b"".join(b"row %08d of a compressible table\n" % i for i in range(200000))
+    stored = _compressed(method, plain)
+    stream = restore._HashingStream(_Body(stored), method, read_chunk=4096, depth=2)  # pylint: disable=protected-access
+    try:
+        out = bytearray()
+        while True:
+            piece = stream.read(7777)
+            if not piece:
+                break
+            out += piece
+    finally:
+        stream.close()
+    assert bytes(out) == plain
+    assert stream.sha.hexdigest() == hashlib.sha256(stored).hexdigest()
+    assert stream.stored == len(stored) and stream.raw == len(plain)
+
+
+def test_pipeline_raises_the_download_error_in_the_reader_and_stops():
+    stored = _compressed("zstd", os.urandom(1 << 20))
+    stream = restore._HashingStream(_Body(stored, fail_after=65536), "zstd", read_chunk=8192)  # pylint: disable=protected-access
+    with pytest.raises(ConnectionResetError, match="connection reset"):
+        while stream.read(4096):
+            pass
+    stream.close()
+    assert not any(thread.is_alive() for thread in stream._threads)  # pylint: disable=protected-access
+
+
+def test_pipeline_reading_stops_when_the_consumer_gives_up():
+    stored = _compressed("none", os.urandom(4 << 20))
+    body = _Body(stored)
+    stream = restore._HashingStream(body, "none", read_chunk=4096, depth=2)  # pylint: disable=protected-access
+    assert len(stream.read(10000)) == 10000
+    stream.close()
+    assert not any(thread.is_alive() for thread in stream._threads)  # pylint: disable=protected-access
+    # Bounded: the download stopped a few pieces ahead of the consumer, not at the end of the object.
+    assert body.done < 64 * 4096
+
+
+def test_corrupt_compressed_data_names_the_object(s3_client, bucket, tmp_path):  # noqa: F811 pylint: disable=redefined-outer-name
+    stored = b"\x28\xb5\x2f\xfd" + b"garbage" * 1000
+    s3_client.put_object(Bucket=bucket, Key="b/base.tar.zst", Body=stored)
+    record = {"backup_id": "x", "bucket": bucket, "compression": {"method": "zstd"},
+              "objects": [{"role": "base", "key": "b/base.tar.zst", "size": len(stored),
+                           "sha256": hashlib.sha256(stored).hexdigest()}]}
+    with pytest.raises(restore.RestoreError, match=r"Unpacking s3://%s/b/base.tar.zst failed" % bucket):
+        restore.download_backup(s3_client, record, str(tmp_path))
