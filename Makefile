@@ -14,7 +14,7 @@ LAB_STATE := $(CURDIR)/.lab
 COLLECTION_LINK := $(LAB_STATE)/collections/ansible_collections/rtx/dr
 SANITY_ROOT := /tmp/rtx-dr-sanity/ansible_collections/rtx/dr
 
-.PHONY: help setup venv tools engine image lab lab-up lab-down aws demo test unit lint sanity molecule build bench bench-restore bench-failover bench-region clean
+.PHONY: help setup venv tools engine image lab lab-up lab-down aws demo test unit lint sanity molecule build bench bench-restore bench-failover bench-region bench-wal chaos clean
 
 help:
 	@echo "make demo      - set up the lab from a bare machine and run the main job"
@@ -26,6 +26,8 @@ help:
 	@echo "make bench-restore - restore benchmark (rtx.dr.backup_restore vs pgbackrest restore, same data and endpoint)"
 	@echo "make bench-failover - failover RTO benchmark on the running lab (failover.yml vs manual pg_promote)"
 	@echo "make bench-region - region failover RTO on the running lab (region_failover.yml vs the seed's 3 commands)"
+	@echo "make bench-wal - WAL archiving under pgbench load (rtx.dr WAL agent vs pgBackRest archive-push sync/async)"
+	@echo "make chaos     - chaos tests on the running lab: each fault once, its alerts must fire, always cleaned up"
 
 setup: venv tools $(COLLECTION_LINK)
 
@@ -89,15 +91,17 @@ demo: lab
 	ansible-playbook -i $(INVENTORY) playbooks/replication_status.yml
 	ansible-playbook -i $(INVENTORY) playbooks/backup_full.yml
 	ansible-playbook -i $(INVENTORY) playbooks/verify_backups.yml -e verify_select=all
-	# Restore drill: the latest backup + archived WAL restored into a scratch server on the west standby, checked, removed.
-	ansible-playbook -i $(INVENTORY) playbooks/restore.yml -e restore_host=db-west-1 -e restore_verify_only=true
+	# Restore drill (dr_drill.yml drill=restore): the latest backup + archived WAL restored into a scratch server on the
+	# west standby from the replica bucket in us-west-2 (docs/cross_region.md), checked, judged against the objectives, removed.
+	ansible-playbook -i $(INVENTORY) playbooks/dr_drill.yml -e drill=restore
 	# Alert rules + Alertmanager routing to SNS (into .lab/monitoring), and the health of every host.
 	ansible-playbook -i $(INVENTORY) playbooks/monitoring.yml
 	ansible-playbook -i $(INVENTORY) playbooks/health_check.yml
-	# A planned switchover to the synchronous standby and back (zero data loss, demo app keeps writing).
-	ansible-playbook -i $(INVENTORY) playbooks/switchover.yml
-	ansible-playbook -i $(INVENTORY) playbooks/switchover.yml -e candidate=$$(ansible-inventory -i $(INVENTORY) --list \
-	  | $(BIN)/python -c 'import json,sys; hv=json.load(sys.stdin)["_meta"]["hostvars"]; print([h for h,v in sorted(hv.items()) if v.get("rtx_dr_pg_role")=="primary"][0])')
+	# The monthly partial DR drill: a planned switchover to the synchronous standby and back while the demo app
+	# writes; every acknowledged commit must be on the final primary (dr_drill.yml drill=failover).
+	ansible-playbook -i $(INVENTORY) playbooks/dr_drill.yml -e drill=failover -e drill_confirm=rtx-lab
+	# The weekly DR report (Markdown, HTML with a chart, JSON) into .lab/reports.
+	ansible-playbook -i $(INVENTORY) playbooks/dr_report.yml
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit tests/playbooks -q
@@ -156,6 +160,16 @@ bench-failover: setup
 
 bench-region: setup
 	bench/region/run.sh
+
+# WAL archiving benchmark: the rtx.dr WAL agent (archive_command of backup_schedule) vs pgBackRest
+# archive-push, synchronous and async (process-max 2), under the same pgbench load (~12 min; docs/benchmarks.md).
+bench-wal: setup image
+	bench/wal/run.sh
+
+# Chaos tests on the running lab (make lab): each fault once, detected by the alert rules and removed
+# (docs/runbooks/chaos.md; about 5 minutes).
+chaos: setup
+	ansible-playbook -i $(INVENTORY) playbooks/chaos.yml -e chaos_enabled=true -e chaos_confirm=rtx-lab
 
 build: setup
 	mkdir -p build
