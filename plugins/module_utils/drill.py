@@ -123,6 +123,16 @@ def lost_commits(acked, present):
     return sorted({int(value) for value in acked or []} - found)
 
 
+def _number(value, what):
+    """A measurement as float, or None when it was not measured."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None", "none", "null")):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValueError("%s: %r is not a number of seconds" % (what, value)) from exc
+
+
 def _truthy(value):
     """Booleans as Ansible may hand them over (True, 'true', 'True', 'yes', 1)."""
     if isinstance(value, str):
@@ -151,6 +161,9 @@ def stage_verdict(stage, measured, objectives, components=None):
             "drill stage %s is judged against %s, which rtx_dr_objectives does not define (it has %s)"
             % (stage, ", ".join(unknown), ", ".join(sorted(objectives))))
     measured = dict(measured or {})
+    for key in ("rto_seconds", "rpo_seconds"):
+        # Templated values arrive as numbers or as their text ('4.5', 'None', '').
+        measured[key] = _number(measured.get(key), "%s %s" % (stage, key))
     checks = []
     reasons = []
     if measured.get("status") != "complete":

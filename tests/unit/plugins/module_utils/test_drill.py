@@ -139,3 +139,16 @@ def test_zero_loss_needs_checked_commits_when_writers_are_required():
     measured["require_writers"] = "False"
     assert drill.drill_verdict("failover", {"failover": measured}, SEED)["passed"]
     assert drill.drill_verdict("failover", {"failover": dict(_failover(), acked_checked=250)}, SEED)["passed"]
+
+
+def test_measurements_as_text_from_templates_are_numbers():
+    """A full drill mixes numbers and their text (found in the lab: max() of '4.5' and 50.9 failed)."""
+    results = {"restore": {"status": "complete", "rto_seconds": "4.5", "rpo_seconds": "13.2"},
+               "failover": dict(_failover(rto=7.0), acked_checked="388"),
+               "region": {"status": "complete", "rto_seconds": 50.9, "rpo_seconds": "None",
+                          "lost_commits": [], "acked_checked": 1082, "required_zero_loss": "True"}}
+    verdict = drill.drill_verdict("full", results, SEED)
+    assert verdict["rto_seconds"] == 50.9 and verdict["rpo_seconds"] == 13.2
+    assert verdict["reasons"] == ["region RPO of database not measured", "region RPO of trading_engine not measured"]
+    with pytest.raises(InvalidValueError, match="restore rto_seconds: 'fast' is not a number"):
+        drill.drill_verdict("restore", {"restore": {"status": "complete", "rto_seconds": "fast"}}, SEED)
