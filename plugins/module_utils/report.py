@@ -595,6 +595,13 @@ def _objective(name, target, measured, status, detail, unit=""):
     return {"name": name, "target": target, "measured": measured, "status": status, "detail": detail, "unit": unit}
 
 
+def _rate_objective(name, target, rate, when_none, none_detail, detail):
+    """A percentage objective: met at or above ``target``; without a rate, ``when_none`` with ``none_detail``."""
+    if rate is None:
+        return _objective(name, target, None, when_none, none_detail, "%")
+    return _objective(name, target, rate, MET if rate >= target else MISSED, detail, "%")
+
+
 def _fmt_seconds(value):
     if value is None:
         return "-"
@@ -608,31 +615,19 @@ def evaluate_objectives(report, objectives, targets):
 
     ``objectives``: :func:`normalise_objectives`; ``targets``: :func:`normalise_targets`.
     """
-    out = []
-    backups = report["backups"]
-    target = targets["backup_success_rate_percent"]
-    if not backups["rated"]:
-        out.append(_objective("backup success rate", target, None, MISSED, "no backups in this period", "%"))
-    else:
-        rate = backups["success_rate"]
-        out.append(_objective("backup success rate", target, rate, MET if rate >= target else MISSED,
-                              "%d complete, %d failed" % (backups["complete"], backups["failed"]), "%"))
-    verifications = report["verifications"]
-    target = targets["verification_pass_percent"]
-    if not verifications["total"]:
-        out.append(_objective("backup verification", target, None, MISSED, "no verification in this period", "%"))
-    else:
-        rate = verifications["pass_rate"]
-        out.append(_objective("backup verification", target, rate, MET if rate >= target else MISSED,
-                              "%d passed, %d failed" % (verifications["passed"], verifications["failed"]), "%"))
-    restores = report["restores"]
-    target = targets["restore_drill_success_percent"]
-    if restores["success_rate"] is None:
-        out.append(_objective("restore drill success", target, None, MISSED, "no restore drill in this period", "%"))
-    else:
-        rate = restores["success_rate"]
-        out.append(_objective("restore drill success", target, rate, MET if rate >= target else MISSED,
-                              "%d complete, %d failed" % (restores["complete"], restores["failed"]), "%"))
+    backups, verifications, restores = report["backups"], report["verifications"], report["restores"]
+    out = [
+        _rate_objective("backup success rate", targets["backup_success_rate_percent"],
+                        backups["success_rate"] if backups["rated"] else None, MISSED, "no backups in this period",
+                        "%d complete, %d failed" % (backups["complete"], backups["failed"])),
+        _rate_objective("backup verification", targets["verification_pass_percent"],
+                        verifications["pass_rate"] if verifications["total"] else None, MISSED,
+                        "no verification in this period",
+                        "%d passed, %d failed" % (verifications["passed"], verifications["failed"])),
+        _rate_objective("restore drill success", targets["restore_drill_success_percent"], restores["success_rate"],
+                        MISSED, "no restore drill in this period",
+                        "%d complete, %d failed" % (restores["complete"], restores["failed"])),
+    ]
     health = report["health"]
     target = targets["health_check_uptime_percent"]
     if not health["checks"]:
@@ -646,13 +641,9 @@ def evaluate_objectives(report, objectives, targets):
     events = [dict(e, event="restore") for e in report["restores"]["all"]]
     events += [dict(e, event=e["kind"]) for e in report["failovers"]["all"] if e["kind"] in FAILOVER_KINDS]
     drills = report["drills"]
-    target = targets["drill_pass_percent"]
-    if drills["pass_rate"] is None:
-        out.append(_objective("DR drills passed", target, None, NOT_MEASURED, "no DR drill in this period", "%"))
-    else:
-        out.append(_objective("DR drills passed", target, drills["pass_rate"],
-                              MET if drills["pass_rate"] >= target else MISSED,
-                              "%d passed, %d failed or aborted" % (drills["passed"], drills["failed"]), "%"))
+    out.append(_rate_objective("DR drills passed", targets["drill_pass_percent"], drills["pass_rate"], NOT_MEASURED,
+                               "no DR drill in this period",
+                               "%d passed, %d failed or aborted" % (drills["passed"], drills["failed"])))
     for component in objectives:
         out.extend(_component_objectives(component, events, health))
     return out
