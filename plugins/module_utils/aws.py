@@ -279,3 +279,20 @@ def error_from_boto(exc, action, details=None):
             details=details,
         )
     return RtxDrError("Error while %s: %s: %s" % (action, name, exc), details=details)
+
+
+def describe_kms_key(kms, key_id, what, hint):
+    """``KeyMetadata`` of KMS key ``key_id`` (alias, key id or ARN) from ``kms.describe_key``.
+
+    ``what`` names the key in errors, e.g. ``"KMS key alias/x (option kms_key_id)"``. A key that does not exist:
+    :class:`RtxDrError` "<what> does not exist in this account/region" with ``hint``; any other failure:
+    :func:`error_from_boto` ("looking up <what>"). The key's state is the caller's to judge.
+    """
+    try:
+        return kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        error = error_from_boto(exc, "looking up %s" % what, {"kms_key_id": key_id})
+        if error.details.get("error_code") in ("NotFoundException", "NotFound"):
+            error = RtxDrError("%s does not exist in this account/region" % what, hint=hint,
+                               details={"kms_key_id": key_id})
+        raise error from None

@@ -117,10 +117,47 @@ def isoformat(when):
     return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# A time of day that ends in an offset of hours alone ("+00", as PostgreSQL writes it); a bare date such as
+# "2026-11-27" ends like one but is not.
+_HOURS_OFFSET_RE = re.compile(r"\d[T ]\d.*[+-]\d{2}$")
+
+
+def parse_iso_time(text):
+    """A datetime from ISO 8601 ``text`` as written: aware with the offset it gives, naive when it names no zone.
+
+    Lenient about the spellings met in practice: a ``Z``/``z`` or `` UTC`` suffix, an offset of hours alone
+    (``+00``, PostgreSQL's), a space between date and time, white space around. Not a time: ValueError.
+    """
+    text = str(text).strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    elif text.endswith(" UTC"):
+        text = text[:-4] + "+00:00"
+    elif _HOURS_OFFSET_RE.search(text):
+        text += ":00"
+    return datetime.datetime.fromisoformat(text.replace(" ", "T", 1))
+
+
+def parse_time(value, keep_offset=False):
+    """The instant ``value`` names as an aware datetime, in UTC; None when ``value`` is None or empty text.
+
+    ``value``: a datetime or text for :func:`parse_iso_time`; without a zone it is taken as UTC. With
+    ``keep_offset`` an aware value keeps the offset it was given in (same instant, as the caller shows it).
+    Text that is not a time: ValueError.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    when = value if isinstance(value, datetime.datetime) else parse_iso_time(value)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=datetime.timezone.utc)
+    return when if keep_offset else when.astimezone(datetime.timezone.utc)
+
+
 def parse_isoformat(text):
+    """:func:`parse_iso_time` (naive when ``text`` names no zone); None for None."""
     if text is None:
         return None
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parse_iso_time(text)
 
 
 def encode_record(record):

@@ -13,9 +13,8 @@ stage and in total, which objective was met or missed and why.
 
 from __future__ import annotations
 
-import datetime
-import re
-
+from ansible_collections.rtx.dr.plugins.module_utils import report
+from ansible_collections.rtx.dr.plugins.module_utils.catalog import parse_iso_time
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 
 DRILLS = ("restore", "failover", "region", "full")
@@ -37,11 +36,6 @@ DEFAULT_COMPONENTS = {
     "region": ["database", "trading_engine"],
 }
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?)?\s*$", re.I)
-_UNIT = {"ms": 0.001, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
-         "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-         "h": 3600, "hour": 3600, "hours": 3600}
-
 
 def drill_stages(drill):
     """The stages a drill runs, in order. Unknown drill -> InvalidValueError."""
@@ -55,15 +49,11 @@ def seconds(value, what="duration"):
     """A duration as seconds: a number (seconds) or a string such as '15m', '30 s', '1h'."""
     if value is None or isinstance(value, bool):
         raise InvalidValueError("%s: a number of seconds or a duration like '15m' is needed (got %r)" % (what, value))
-    if isinstance(value, (int, float)):
-        result = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise InvalidValueError(
-                "%s: %r is not a duration; use seconds (e.g. 900) or a number with a unit s, m or h (e.g. '15m')"
-                % (what, value))
-        result = float(match.group(1)) * _UNIT[(match.group(2) or "s").lower()]
+    result = float(value) if isinstance(value, (int, float)) else report.parse_duration(str(value))
+    if result is None:
+        raise InvalidValueError(
+            "%s: %r is not a duration; use seconds (e.g. 900) or a number with a unit s, m or h (e.g. '15m')"
+            % (what, value))
     if result < 0:
         raise InvalidValueError("%s must not be negative (got %r)" % (what, value))
     return result
@@ -72,25 +62,24 @@ def seconds(value, what="duration"):
 def normalize_objectives(objectives):
     """``{component: {rto_seconds, rpo_seconds}}`` from the inventory's objectives.
 
-    Each component may give ``rto``/``rpo`` (durations like '15m') or
+    Each component must give ``rto``/``rpo`` (durations like '15m') or
     ``rto_seconds``/``rpo_seconds``; other keys (availability, ...) are kept.
+    The values are read and checked by the DR report's parser of the same
+    variable (:func:`report.normalise_objectives`), so both judge alike.
     """
     if not isinstance(objectives, dict) or not objectives:
         raise InvalidValueError(
             "rtx_dr_objectives must be a mapping of component -> {rto, rpo} "
             "(e.g. database: {rto: 15m, rpo: 1m}); got %r" % (objectives,))
-    result = {}
     for name, spec in objectives.items():
         if not isinstance(spec, dict):
             raise InvalidValueError("rtx_dr_objectives.%s must be a mapping with rto and rpo (got %r)" % (name, spec))
-        entry = dict(spec)
         for key in ("rto", "rpo"):
-            raw = spec.get(key + "_seconds", spec.get(key))
-            if raw is None:
+            if spec.get(key + "_seconds", spec.get(key)) is None:
                 raise InvalidValueError("rtx_dr_objectives.%s has no %s (give %s or %s_seconds)" % (name, key, key, key))
-            entry[key + "_seconds"] = seconds(raw, "rtx_dr_objectives.%s.%s" % (name, key))
-        result[name] = entry
-    return result
+    parsed = report.normalise_objectives(objectives)  # same order as objectives.items()
+    return dict((name, dict(spec, rto_seconds=float(item["rto_seconds"]), rpo_seconds=float(item["rpo_seconds"])))
+                for (name, spec), item in zip(objectives.items(), parsed))
 
 
 def parse_acked(text, after=None):
@@ -237,14 +226,11 @@ def _log_time(text):
     text = (text or "").strip()
     if not text:
         return None
-    text = re.sub(r"([+-]\d\d)$", r"\1:00", text.replace(" UTC", "+00:00"))
     try:
-        value = datetime.datetime.fromisoformat(text)
+        value = parse_iso_time(text)
     except ValueError:
         return None
-    if value.tzinfo is None:
-        return None
-    return value
+    return value if value.tzinfo is not None else None
 
 
 def restore_rpo(last_transaction, restore_started):

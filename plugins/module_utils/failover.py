@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 
+from ansible_collections.rtx.dr.plugins.module_utils.catalog import parse_time
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import format_lsn
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_lsn
@@ -610,16 +611,11 @@ def plan_rejoin_list(layout, facts, hosts, hosts_unreachable=()):
 
 
 def _time(value):
-    if value in (None, ''):
+    """An aware datetime (naive: UTC; the given offset kept) from a fact; None when empty or not a time."""
+    try:
+        return parse_time(value, keep_offset=True)
+    except ValueError:
         return None
-    if isinstance(value, datetime.datetime):
-        when = value
-    else:
-        try:
-            when = datetime.datetime.fromisoformat(str(value).strip().replace('Z', '+00:00').replace(' ', 'T', 1))
-        except ValueError:
-            return None
-    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
 
 
 def plan_region(layout, facts, target_region, archive=None, now=None):

@@ -47,7 +47,6 @@ import concurrent.futures
 import datetime
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -237,14 +236,14 @@ def write_leader(s3, params, key, record, kms=None):
 
 def parse_controldata(text):
     """``{"system_identifier", "timeline", "state"}`` from ``pg_controldata`` output (LC_ALL=C)."""
-    def field(label):
-        match = re.search(r"^%s:\s*(.+?)\s*$" % re.escape(label), text, re.MULTILINE)
-        return match.group(1) if match else None
+    ensure_ansible_basic()  # postgres.py imports env_fallback from ansible; its database driver only when connecting
+    from ansible_collections.rtx.dr.plugins.module_utils import postgres  # pylint: disable=import-outside-toplevel
 
-    timeline = field("Latest checkpoint's TimeLineID")
-    return {"system_identifier": field("Database system identifier"),
+    fields = postgres.parse_controldata(text)
+    timeline = fields.get("Latest checkpoint's TimeLineID")
+    return {"system_identifier": fields.get("Database system identifier") or None,
             "timeline": int(timeline) if timeline and timeline.isdigit() else None,
-            "state": field("Database cluster state")}
+            "state": fields.get("Database cluster state") or None}
 
 
 def local_state(data_dir, bin_dir, run=None):

@@ -533,3 +533,23 @@ def timeline_history_file_name(timeline):
     """``timeline_history_file_name(2) == '00000002.history'``."""
     _check_timeline(timeline)
     return "%08X.history" % timeline
+
+
+# --------------------------------------------------------------------------
+# pg_controldata
+# --------------------------------------------------------------------------
+
+
+def parse_controldata(text):
+    """``{label: value}`` of ``pg_controldata`` output (run it with LC_ALL=C), both stripped.
+
+    E.g. ``"Database system identifier"``, ``"Latest checkpoint's TimeLineID"``, ``"Database cluster state"``.
+    A label given twice keeps its last value. Plain Python: the fence guard (a host agent) uses it with
+    neither ansible nor a database driver installed.
+    """
+    fields = {}
+    for line in (text or "").splitlines():
+        if ":" in line:
+            key, _sep, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    return fields

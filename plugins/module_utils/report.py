@@ -41,6 +41,7 @@ import os
 import re
 from decimal import Decimal
 
+from ansible_collections.rtx.dr.plugins.module_utils.catalog import parse_time
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import close_quietly
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import postgres_common_argument_spec
@@ -132,16 +133,11 @@ def parse_end(value, now=None):
         if _DATE_RE.match(text):
             day = datetime.date.fromisoformat(text)
             return datetime.datetime(day.year, day.month, day.day, tzinfo=UTC) + datetime.timedelta(days=1)
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        moment = datetime.datetime.fromisoformat(text.replace(" ", "T", 1))
+        return parse_time(text)
     except ValueError:
         raise InvalidValueError(
             "Invalid end %r: expected an ISO 8601 date (2026-11-29) or date and time (2026-11-29T06:00:00Z)"
             % (value,), hint="Leave it empty for a report that ends now.") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _month_before(moment):
@@ -292,22 +288,9 @@ def _num(value):
         return None
 
 
-def _time(value):
-    """Aware UTC datetime from a driver timestamp or an ISO string; None when empty."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime.datetime):
-        moment = value
-    else:
-        moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def iso(value):
     """``2026-11-27T03:15:00Z`` (seconds precision) or None."""
-    moment = _time(value)
+    moment = parse_time(value)
     return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -329,7 +312,7 @@ def _round(value, digits=3):
 def _duration(row):
     seconds = _num(row.get("duration_seconds"))
     if seconds is None and row.get("finished_at") is not None and row.get("started_at") is not None:
-        seconds = (_time(row["finished_at"]) - _time(row["started_at"])).total_seconds()
+        seconds = (parse_time(row["finished_at"]) - parse_time(row["started_at"])).total_seconds()
     return _round(seconds)
 
 
@@ -366,7 +349,7 @@ def aggregate_backups(rows, start, end, max_rows):
     per_day = dict((day, {"date": day, "total": 0, "complete": 0, "failed": 0, "other": 0, "bytes_stored": 0,
                           "bytes_raw": 0}) for day in _days(start, end))
     for row in counted:
-        day = per_day.get(_time(row["started_at"]).date().isoformat())
+        day = per_day.get(parse_time(row["started_at"]).date().isoformat())
         if day is None:
             continue
         day["total"] += 1
@@ -517,14 +500,23 @@ _DURATION_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 _OBJECTIVES_HINT = "See rtx_dr_objectives in inventories/lab/group_vars/all.yml for the expected layout."
 
 
+def parse_duration(text):
+    """Seconds (float) of a duration text: '15m', '30 s', '1h', '500ms', '2.5min', '45' (seconds); else None.
+
+    The one reader of the durations of ``rtx_dr_objectives`` (the drills' ``drill.seconds`` uses it too).
+    """
+    match = _DURATION_RE.match(text)
+    if not match:
+        return None
+    unit = (match.group(2) or "s").lower()
+    return float(match.group(1)) * _DURATION_UNIT["ms" if unit == "ms" else unit[0]]
+
+
 def _objective_number(value, what, percent=False, duration=False):
     """A number >= 0 (a percentage up to 100; with ``duration`` also '15m', '30 s', '1h')."""
     number = _num(value) if not isinstance(value, str) or not duration else None
     if number is None and duration and isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if match:
-            unit = (match.group(2) or "s").lower()
-            number = float(match.group(1)) * _DURATION_UNIT["ms" if unit == "ms" else unit[0]]
+        number = parse_duration(value)
     if number is None or number < 0 or (percent and number > 100):
         raise InvalidValueError(
             "Invalid objectives: %s must be %s (got %r)" % (
@@ -987,7 +979,7 @@ def render_svg(points, start, end, width=720, height=260):
             left - 4, y0 + panel))
         coords, first_circle = [], len(out)
         for point, value in zip(points, values):
-            moment = _time(point.get("started_at"))
+            moment = parse_time(point.get("started_at"))
             if moment is None:
                 continue
             cx = left + (width - left - right) * min(max((moment - start).total_seconds() / span, 0.0), 1.0)
@@ -1036,7 +1028,7 @@ def render_html(report):
     out.append("</ul>")
     for warning in report["warnings"]:
         out.append('<p class="warn">Warning: %s</p>' % esc(warning))
-    start, end = _time(report["period"]["start"]), _time(report["period"]["end"])
+    start, end = parse_time(report["period"]["start"]), parse_time(report["period"]["end"])
     for index, (title, empty, headers, rows, omitted) in enumerate(_tables(report)):
         out.append("<h2>%s</h2>" % esc(title))
         if index == 2:

@@ -49,6 +49,7 @@ from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueE
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import DEFAULT_WAL_SEGMENT_SIZE
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import format_lsn
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_controldata
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_lsn
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_wal_segment_name
 
@@ -135,11 +136,8 @@ def parse_time(value):
         raise InvalidValueError(
             "target_value %r has no time zone" % (value,),
             hint="Give the zone explicitly, e.g. '2026-11-27 03:15:00+00' or '2026-11-27T03:15:00Z'.")
-    norm = text.replace("Z", "+00:00")
-    if re.search(r"[+-]\d{2}$", norm):
-        norm += ":00"
     try:
-        when = datetime.datetime.fromisoformat(norm)
+        when = catalog.parse_iso_time(text)
     except ValueError:
         raise InvalidValueError(
             "target_value %r is not a time" % (value,),
@@ -224,11 +222,7 @@ def quote_setting(value):
 
 
 def _finished(record):
-    when = record.get("finished_at")
-    if not when:
-        return None
-    when = catalog.parse_isoformat(when)
-    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+    return catalog.parse_time(record.get("finished_at") or None)
 
 
 def select_backup(records, target, path, backup_id=None):
@@ -650,15 +644,6 @@ def download_backup(s3, record, root, verify_checksums=True, log=None, bucket=No
     if not any(o["role"] == "base" for o in facts["objects"]):
         raise RestoreError("Backup %s has no base object in its catalog record" % record.get("backup_id"))
     return facts
-
-
-def parse_controldata(text):
-    out = {}
-    for line in text.splitlines():
-        if ":" in line:
-            key, _sep, value = line.partition(":")
-            out[key.strip()] = value.strip()
-    return out
 
 
 def auto_conf_block(restore_id, backup_id, settings):

@@ -18,9 +18,8 @@ that is current at that number on the path to the target timeline.
 
 from __future__ import annotations
 
-import datetime
-
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
+from ansible_collections.rtx.dr.plugins.module_utils.catalog import parse_time
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import wal_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
@@ -238,14 +237,8 @@ def read_history(s3, listing, timeline):
 
 
 def _aware(when):
-    if when is None:
-        return None
-    if isinstance(when, str):
-        text = when.strip().replace("Z", "+00:00")
-        when = datetime.datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when
+    """An aware datetime (naive: UTC; the given offset kept) from a datetime or ISO text; None for None."""
+    return parse_time(when, keep_offset=True)
 
 
 def check_chain(listing, path, start_lsn, end_lsn=None, end_time=None):

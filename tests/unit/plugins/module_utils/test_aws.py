@@ -14,10 +14,13 @@ import yaml
 
 from ansible_collections.rtx.dr.plugins.doc_fragments.aws import ModuleDocFragment
 from ansible_collections.rtx.dr.plugins.module_utils import aws
+from ansible_collections.rtx.dr.plugins.module_utils import backup
 from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import MissingLibraryError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
+from ansible_collections.rtx.dr.plugins.module_utils.verify import Verifier
+from ansible_collections.rtx.dr.plugins.module_utils.walarchive import kms_key_arn
 
 boto3 = pytest.importorskip("boto3")
 botocore = pytest.importorskip("botocore")
@@ -337,3 +340,87 @@ def test_unreachable_endpoint_is_connection_failed():
     assert isinstance(err, ConnectionFailedError)
     assert err.server_down is True
     assert "endpoint_url" in err.hint
+
+
+# --------------------------------------------------------------------------
+# describe_kms_key
+# --------------------------------------------------------------------------
+
+
+class _FakeKms:
+    def __init__(self, meta=None, error=None):
+        self.meta, self.error, self.calls = meta, error, []
+
+    def describe_key(self, **kwargs):
+        self.calls.append(kwargs)
+        if self.error is not None:
+            raise self.error
+        return {"KeyMetadata": self.meta}
+
+
+def _client_error(code):
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "DescribeKey")
+
+
+def test_describe_kms_key_returns_the_metadata():
+    meta = {"Arn": "arn:aws:kms:us-east-1:111122223333:key/k", "KeyState": "Enabled"}
+    kms = _FakeKms(meta)
+    assert aws.describe_kms_key(kms, "alias/x", "KMS key alias/x", "hint") is meta
+    assert kms.calls == [{"KeyId": "alias/x"}]
+
+
+@pytest.mark.parametrize("code", ["NotFoundException", "NotFound"])
+def test_describe_kms_key_names_a_missing_key(code):
+    with pytest.raises(RtxDrError) as info:
+        aws.describe_kms_key(_FakeKms(error=_client_error(code)), "alias/x", "KMS key alias/x (option kms_key_id)",
+                             "Check kms_key_id.")
+    assert info.value.msg == "KMS key alias/x (option kms_key_id) does not exist in this account/region"
+    assert info.value.hint == "Check kms_key_id."
+    assert info.value.details == {"kms_key_id": "alias/x"}
+
+
+def test_describe_kms_key_other_errors_say_what_was_looked_up():
+    with pytest.raises(RtxDrError) as info:
+        aws.describe_kms_key(_FakeKms(error=_client_error("AccessDeniedException")), "alias/x", "KMS key alias/x",
+                             "unused")
+    assert "looking up KMS key alias/x" in info.value.msg and "AccessDeniedException" in info.value.msg
+    assert info.value.details["error_code"] == "AccessDeniedException"
+    assert info.value.details["kms_key_id"] == "alias/x"
+
+
+ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_the_three_key_lookups_share_the_not_found_message():
+    missing = _client_error("NotFoundException")
+    with pytest.raises(RtxDrError) as info:
+        kms_key_arn(_FakeKms(error=missing), "alias/gone", scope=("test-missing", None))
+    assert info.value.msg == "KMS key alias/gone (option kms_key_id) does not exist in this account/region"
+    assert info.value.hint == "Check kms_key_id (alias/<name>, key id or ARN) and region."
+    with pytest.raises(RtxDrError) as info:
+        Verifier(None, "bkt", "p", kms=_FakeKms(error=missing)).key_arn("alias/gone", "expected_kms_key_id")
+    assert info.value.msg == "KMS key alias/gone (option expected_kms_key_id) does not exist in this account/region"
+    assert info.value.hint == "Check the key (alias/<name>, key id or ARN) and region."
+    run = backup.BackupRun({"bucket": "bkt", "kms_key_id": "alias/gone"}, None, kms=_FakeKms(error=missing))
+    run.sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/gone"}
+    with pytest.raises(RtxDrError) as info:
+        run._check_kms()  # pylint: disable=protected-access
+    assert info.value.msg == "KMS key alias/gone (option kms_key_id) does not exist in this account/region"
+    assert info.value.hint.endswith("or create the key first.")
+
+
+def test_the_key_lookups_keep_their_own_caches_and_state_checks():
+    kms = _FakeKms({"Arn": ARN, "KeyState": "Enabled", "Enabled": True})
+    scope = ("test-cache", None)
+    assert kms_key_arn(kms, "alias/k", scope=scope) == ARN and kms_key_arn(kms, "alias/k", scope=scope) == ARN
+    assert kms_key_arn(kms, ARN, scope=scope) == ARN and len(kms.calls) == 1  # cached; an ARN is not looked up
+    verifier = Verifier(None, "bkt", "p", kms=lambda: kms)  # a factory, called when first needed
+    assert verifier.key_arn("alias/k") == ARN and verifier.key_arn(ARN) == ARN and len(kms.calls) == 2
+    run = backup.BackupRun({"bucket": "bkt", "kms_key_id": "alias/k"}, None, kms=kms)
+    run.sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/k"}
+    run._check_kms()  # pylint: disable=protected-access
+    assert run.kms_key_arn == ARN and run.sse["SSEKMSKeyId"] == ARN
+    kms.meta = {"Arn": ARN, "KeyState": "PendingDeletion", "Enabled": False}
+    with pytest.raises(RtxDrError, match="not usable: its state is PendingDeletion"):
+        run._check_kms()  # pylint: disable=protected-access

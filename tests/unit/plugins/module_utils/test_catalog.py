@@ -94,3 +94,52 @@ def test_write_read_list_latest(s3_client, bucket, kms_key):
     assert catalog.latest_complete(s3_client, bucket, "pg/main")["backup_id"] == ids[4]
     with pytest.raises(InvalidValueError):
         catalog.write_record(s3_client, bucket, "pg/main", record(ids[4], "bogus"), sse)
+
+
+# --------------------------------------------------------------------------
+# Lenient ISO 8601 times (parse_iso_time / parse_time)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-27T03:15:00Z", "2026-11-27T03:15:00z", "  2026-11-27 03:15:00Z ", "2026-11-27 03:15:00 UTC",
+    "2026-11-27 03:15:00+00", "2026-11-27T03:15:00+00:00", "2026-11-27 08:45:00+05:30", "2026-11-27 08:45:00+0530",
+    "2026-11-26 22:15:00-05", "2026-11-27 03:15:00",
+])
+def test_parse_time_spellings_all_name_the_same_instant_in_utc(text):
+    when = catalog.parse_time(text)
+    assert when == datetime.datetime(2026, 11, 27, 3, 15, tzinfo=UTC)
+    assert when.tzinfo is UTC
+
+
+def test_parse_time_of_datetimes_empty_values_and_dates():
+    naive = datetime.datetime(2026, 11, 27, 3, 15)
+    plus_one = datetime.datetime(2026, 11, 27, 4, 15, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+    assert catalog.parse_time(naive) == naive.replace(tzinfo=UTC)
+    assert catalog.parse_time(plus_one).tzinfo is UTC and catalog.parse_time(plus_one).hour == 3
+    assert catalog.parse_time(plus_one, keep_offset=True) is plus_one
+    assert catalog.parse_time(naive, keep_offset=True).tzinfo is UTC
+    assert catalog.parse_time("2026-11-27 08:45:00+05:30", keep_offset=True).utcoffset() == datetime.timedelta(
+        hours=5, minutes=30)
+    for empty in (None, "", "   "):
+        assert catalog.parse_time(empty) is None
+    # A bare date is midnight (UTC): its "-27" is not taken for an offset of hours.
+    assert catalog.parse_time("2026-11-27") == datetime.datetime(2026, 11, 27, tzinfo=UTC)
+    assert catalog.parse_time(datetime.date(2026, 11, 27)) == datetime.datetime(2026, 11, 27, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2026-13-27 03:15:00+00", "2026-11-27 25:00:00Z", "not a time+00"])
+def test_parse_time_refuses_what_is_not_a_time(text):
+    with pytest.raises(ValueError):
+        catalog.parse_time(text)
+
+
+def test_parse_iso_time_keeps_what_was_written():
+    assert catalog.parse_iso_time("2026-11-27 03:15:00").tzinfo is None
+    assert catalog.parse_iso_time("2026-11-27 08:45:00+0530").utcoffset() == datetime.timedelta(hours=5, minutes=30)
+    assert catalog.parse_iso_time("2026-11-27 15:40:01.5-05").utcoffset() == datetime.timedelta(hours=-5)
+    assert catalog.parse_iso_time("2026-11-27 15:40:01.123456 UTC").microsecond == 123456
+    assert catalog.parse_isoformat(None) is None
+    assert catalog.parse_isoformat("2026-11-27T03:15:00.123456Z") == datetime.datetime(
+        2026, 11, 27, 3, 15, 0, 123456, tzinfo=UTC)
+    assert catalog.parse_isoformat("2026-11-27T03:15:00").tzinfo is None

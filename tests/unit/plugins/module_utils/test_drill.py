@@ -8,6 +8,7 @@ import datetime
 import pytest
 
 from ansible_collections.rtx.dr.plugins.module_utils import drill
+from ansible_collections.rtx.dr.plugins.module_utils import report
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 
 SEED = {
@@ -152,3 +153,43 @@ def test_measurements_as_text_from_templates_are_numbers():
     assert verdict["reasons"] == ["region RPO of database not measured", "region RPO of trading_engine not measured"]
     with pytest.raises(InvalidValueError, match="restore rto_seconds: 'fast' is not a number"):
         drill.drill_verdict("restore", {"restore": {"status": "complete", "rto_seconds": "fast"}}, SEED)
+
+
+def test_objectives_are_read_as_the_dr_report_reads_them():
+    """One parser of rtx_dr_objectives: the drills take the report's values, in their own shape."""
+    table = drill.normalize_objectives(report.DEFAULT_OBJECTIVES)
+    for item in report.normalise_objectives(report.DEFAULT_OBJECTIVES):
+        assert table[item["name"]]["rto_seconds"] == item["rto_seconds"]
+        assert table[item["name"]]["rpo_seconds"] == item["rpo_seconds"]
+    assert table["admin_panel"]["rto_seconds"] == 3600.0 and table["trading_engine"]["rpo_seconds"] == 30.0
+    assert isinstance(drill.normalize_objectives({"db": {"rto": 900, "rpo": 60}})["db"]["rto_seconds"], float)
+    # Already normalised (the playbook passes the table on to drill_verdict): unchanged.
+    assert drill.normalize_objectives(table) == table
+
+
+@pytest.mark.parametrize("spec, words", [
+    ({"rto": "soon", "rpo": "1m"}, "database.rto"),
+    ({"rto": "15m", "rpo": -5}, "database.rpo"),
+    ({"rto": "15m", "rpo": True}, "database.rpo"),
+    ({"rto": "15m", "rpo": "1m", "availability": 120}, "percentage"),
+    ({"rto": "15m", "rpo": "1m", "measured_by": ["reboot"]}, "reboot"),
+])
+def test_objectives_the_report_refuses_are_refused_by_the_drills_too(spec, words):
+    with pytest.raises(InvalidValueError, match=words):
+        drill.normalize_objectives({"database": spec})
+
+
+def test_seconds_and_the_report_agree_on_durations():
+    for text in ("15m", "30 s", "1h", "2.5min", "500ms", "45", "3 hours", "10 secs"):
+        assert drill.seconds(text) == report.parse_duration(text)
+    assert report.parse_duration("15 fortnights") is None
+
+
+def test_log_time_of_postgresql_spellings():
+    utc = datetime.timezone.utc
+    expected = datetime.datetime(2026, 11, 27, 15, 40, 1, 123456, tzinfo=utc)
+    for text in ("2026-11-27 15:40:01.123456+00", "2026-11-27 15:40:01.123456 UTC", "2026-11-27T15:40:01.123456Z",
+                 "2026-11-27 16:40:01.123456+01"):
+        assert drill._log_time(text) == expected, text  # pylint: disable=protected-access
+    for text in ("", None, "2026-11-27 15:40:01", "yesterday"):
+        assert drill._log_time(text) is None, text  # pylint: disable=protected-access

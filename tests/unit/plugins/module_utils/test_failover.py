@@ -1065,3 +1065,24 @@ def test_region_plan_without_a_backup_uses_the_newest_archived_segment():
     plan = plan_region(LAYOUT, region_down_facts(), 'west', archive, now=NOW)
     assert plan['archive_lsn'] == '0/6000000' and plan['archive_time'] == '2026-11-27T11:59:58Z'
     assert plan['loss_bytes'] == 0x6000000 - 0x5000100 and plan['catch_up_from_archive']
+
+
+@pytest.mark.parametrize('replay_time, shown', [
+    ('2026-11-27 11:59:50+00', '2026-11-27T11:59:50+00:00'),
+    ('2026-11-27T12:59:50+01:00', '2026-11-27T12:59:50+01:00'),  # the offset the fact gives is kept
+    ('2026-11-27T11:59:50Z', '2026-11-27T11:59:50+00:00'),
+    ('2026-11-27 11:59:50', '2026-11-27T11:59:50+00:00'),  # no zone: UTC
+])
+def test_region_plan_reads_the_replay_time_in_any_spelling(replay_time, shown):
+    facts = region_down_facts()
+    facts['dbw']['last_replay_time'] = replay_time
+    plan = plan_region(LAYOUT, facts, 'west', {'latest_lsn': '0/5000300', 'latest_time': '2026-11-27T11:59:58Z'}, now=NOW)
+    assert plan['candidate_replay_time'] == shown and plan['loss_seconds'] == 8.0
+
+
+@pytest.mark.parametrize('replay_time', ['', None, 'not a time', 12])
+def test_region_plan_without_a_readable_replay_time_has_no_loss_seconds(replay_time):
+    facts = region_down_facts()
+    facts['dbw']['last_replay_time'] = replay_time
+    plan = plan_region(LAYOUT, facts, 'west', {'latest_lsn': '0/5000300', 'latest_time': '2026-11-27T11:59:58Z'}, now=NOW)
+    assert plan['candidate_replay_time'] is None and plan['loss_seconds'] is None and plan['loss_bytes'] == 0x200

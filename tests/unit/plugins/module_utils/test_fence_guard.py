@@ -465,3 +465,39 @@ def test_an_unexpected_error_refuses(tmp_path, monkeypatch):
     monkeypatch.setattr(fence_guard, "run_check", boom)
     code, out, err = run_main(["check", "--host", "db1", "--data-dir", str(tmp_path)], monkeypatch)
     assert code == 1 and "unexpected error KeyError" in err
+
+
+def test_parse_controldata_empty_values_are_none():
+    text = "Database system identifier:\nDatabase cluster state:    \nLatest checkpoint's TimeLineID:   x\n"
+    assert fence_guard.parse_controldata(text) == {"system_identifier": None, "timeline": None, "state": None}
+    assert fence_guard.parse_controldata("") == {"system_identifier": None, "timeline": None, "state": None}
+
+
+def test_local_state_runs_with_the_system_python_alone(tmp_path):
+    """At boot the guard has neither ansible nor a database driver nor boto3: reading the control file needs none."""
+    repo = Path(__file__).resolve().parents[4]
+    lib = tmp_path / "lib"
+    package = lib / "ansible_collections" / "rtx" / "dr" / "plugins" / "module_utils"
+    package.mkdir(parents=True)
+    for source in sorted((repo / "plugins" / "module_utils").glob("*.py")):
+        (package / source.name).write_bytes(source.read_bytes())
+    for name in ("ansible", "psycopg", "psycopg2", "boto3", "botocore"):
+        (lib / name).mkdir()
+        (lib / name / "__init__.py").write_text("raise ImportError('no %s on the database host')\n" % name)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "pg_controldata").write_text("#!/bin/sh\ncat <<'END'\n%sEND\n" % (CONTROLDATA % (SYSID, 4, 3)))
+    (bindir / "pg_controldata").chmod(0o755)
+    (tmp_path / "data").mkdir()
+    code = ("import json, sys\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "from ansible_collections.rtx.dr.plugins.module_utils import fence_guard\n"
+            "state = fence_guard.local_state(sys.argv[2], sys.argv[3])\n"
+            "print(json.dumps([state, sorted(m for m in sys.modules\n"
+            "                                if m.split('.')[0] in ('psycopg', 'psycopg2', 'boto3', 'botocore'))]))\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", code, str(lib), datadir(tmp_path / "data"), str(bindir)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    state, drivers = json.loads(proc.stdout)
+    assert state["system_identifier"] == SYSID and state["timeline"] == 4 and state["error"] is None
+    assert drivers == []

@@ -640,3 +640,36 @@ def test_wal_names_match_pg_walfile_name(pg_cluster):
         assert lsn_diff(row["lsn"], "0/3000060") == int(row["diff"])
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------
+# pg_controldata
+# --------------------------------------------------------------------------
+
+CONTROLDATA_TEXT = """pg_control version number:            1300
+Catalog version number:               202209061
+Database system identifier:           7312345678901234567
+Database cluster state:               in production
+pg_control last modified:             Fri 27 Nov 2026 03:15:00 AM UTC
+Latest checkpoint location:           0/5000060
+Latest checkpoint's TimeLineID:       3
+Latest checkpoint's PrevTimeLineID:   2
+Mock authentication nonce:
+"""
+
+
+def test_parse_controldata_labels_and_values():
+    fields = postgres.parse_controldata(CONTROLDATA_TEXT)
+    assert fields["Database system identifier"] == "7312345678901234567"
+    assert fields["Database cluster state"] == "in production"
+    assert fields["Latest checkpoint's TimeLineID"] == "3"
+    assert fields["Latest checkpoint location"] == "0/5000060"
+    assert fields["pg_control last modified"] == "Fri 27 Nov 2026 03:15:00 AM UTC"  # colons in the value kept
+    assert fields["Mock authentication nonce"] == ""
+
+
+def test_parse_controldata_of_nothing_and_garbage():
+    assert postgres.parse_controldata(None) == {}
+    assert postgres.parse_controldata("") == {}
+    assert postgres.parse_controldata("garbage\nno labels here") == {}
+    assert postgres.parse_controldata("A: 1\nA: 2\n") == {"A": "2"}

@@ -413,3 +413,28 @@ def test_write_files(tmp_path):
     assert json.loads(Path(paths["json"]).read_text())["backups"]["items"][0]["backup_id"] == "B1"
     assert (Path(paths["html"]).stat().st_mode & 0o777) == 0o640
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(Path(p).name for p in paths.values())
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2026-11-29T06:00:00Z", datetime.datetime(2026, 11, 29, 6, tzinfo=UTC)),
+    ("2026-11-29T06:00:00 CET", None),
+    ("2026-11-29 06:00:00", datetime.datetime(2026, 11, 29, 6, tzinfo=UTC)),
+    ("2026-11-29 06:00:00+00", datetime.datetime(2026, 11, 29, 6, tzinfo=UTC)),
+    ("2026-11-29T07:00:00+01:00", datetime.datetime(2026, 11, 29, 6, tzinfo=UTC)),
+    ("2026-11-29", datetime.datetime(2026, 11, 30, tzinfo=UTC)),
+    ("", NOW),
+])
+def test_end_spellings(value, expected):
+    if expected is None:
+        with pytest.raises(InvalidValueError, match="Invalid end"):
+            report.parse_end(value, NOW)
+        return
+    end = report.parse_end(value, NOW)
+    assert end == expected and end.utcoffset() == datetime.timedelta(0)
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("15m", 900.0), ("30 s", 30.0), ("1h", 3600.0), ("2.5min", 150.0), ("500ms", 0.5), ("45", 45.0),
+    (" 2 Hours ", 7200.0), ("10 secs", 10.0), ("soon", None), ("-5s", None), ("15 fortnights", None)])
+def test_parse_duration(text, seconds):
+    assert report.parse_duration(text) == seconds

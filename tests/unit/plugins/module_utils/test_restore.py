@@ -1676,3 +1676,20 @@ def test_corrupt_compressed_data_names_the_object(s3_client, bucket, tmp_path): 
                            "sha256": hashlib.sha256(stored).hexdigest()}]}
     with pytest.raises(restore.RestoreError, match=r"Unpacking s3://%s/b/base.tar.zst failed" % bucket):
         restore.download_backup(s3_client, record, str(tmp_path))
+
+
+@pytest.mark.parametrize("text", ["2026-11-27 03:15:00 UTC", "2026-11-27T03:15:00z"])
+def test_parse_time_zone_spellings_the_target_does_not_take(text):
+    """The shared lenient parser reads these; a recovery target still needs Z or a numeric offset."""
+    assert catalog.parse_time(text) is not None
+    with pytest.raises(InvalidValueError, match="no time zone"):
+        restore.parse_time(text)
+
+
+def test_finished_times_of_catalog_records():
+    utc = datetime.timezone.utc
+    assert restore._finished({"finished_at": "2026-11-27T03:15:00.5Z"}) == datetime.datetime(  # pylint: disable=protected-access
+        2026, 11, 27, 3, 15, 0, 500000, tzinfo=utc)
+    assert restore._finished({"finished_at": "2026-11-27T03:15:00"}).tzinfo is utc  # pylint: disable=protected-access
+    assert restore._finished({"finished_at": ""}) is None  # pylint: disable=protected-access
+    assert restore._finished({}) is None  # pylint: disable=protected-access

@@ -539,3 +539,19 @@ def test_archive_after_two_promotions_end_to_end(s3_client, bucket):
     # recovering to a point before the gap is still possible
     chain = walchain.check_chain(walchain.list_archive(s3, bucket, PREFIX), path, "0/2000028", end_lsn="0/5800000")
     assert chain["missing"] == [] and chain["end_reached"] is True and chain["last"] == name(2, 5)
+
+
+def test_chain_end_time_in_other_spellings_and_zones():
+    listing = listing_of(*[name(1, n) for n in range(2, 9)])  # segment n archived at minute n (UTC)
+    path = path_of(1)
+    for spelling in ("2026-11-27 03:06:00+00", "2026-11-27 08:36:00+05:30", "2026-11-26 22:06:00-05"):
+        assert walchain.check_chain(listing, path, "0/2000000", end_time=spelling)["last"] == name(1, 6), spelling
+    assert walchain.check_chain(listing, path, "0/2000000", end_time=None)["last"] == name(1, 8)
+
+
+def test_aware_keeps_the_given_offset():
+    plus_one = datetime.timezone(datetime.timedelta(hours=1))
+    assert walchain._aware("2026-11-27T04:00:00+01:00").utcoffset() == datetime.timedelta(hours=1)  # pylint: disable=protected-access
+    assert walchain._aware(datetime.datetime(2026, 11, 27, 3)) == T0  # pylint: disable=protected-access
+    assert walchain._aware(datetime.datetime(2026, 11, 27, 4, tzinfo=plus_one)).tzinfo is plus_one  # pylint: disable=protected-access
+    assert walchain._aware(None) is None  # pylint: disable=protected-access
