@@ -33,8 +33,12 @@ from urllib.parse import quote
 
 from ansible_collections.rtx.dr.plugins.module_utils import catalog
 from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
+from ansible_collections.rtx.dr.plugins.module_utils.aws import describe_kms_key
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
 from ansible_collections.rtx.dr.plugins.module_utils.compress import EXTENSIONS
+from ansible_collections.rtx.dr.plugins.module_utils.compress import QUEUE_CHUNKS
+from ansible_collections.rtx.dr.plugins.module_utils.compress import CompressorThread
+from ansible_collections.rtx.dr.plugins.module_utils.compress import auto_workers
 from ansible_collections.rtx.dr.plugins.module_utils.compress import check_compression
 from ansible_collections.rtx.dr.plugins.module_utils.compress import describe as describe_compression
 from ansible_collections.rtx.dr.plugins.module_utils.compress import load_library
@@ -68,7 +72,7 @@ BACKUP_OPTIONS = dict(
     label=dict(type="str"),
     compression=dict(type="str", default="zstd", choices=["zstd", "gzip", "lz4", "none"]),
     compression_level=dict(type="int"),
-    compression_workers=dict(type="int", default=0),
+    compression_workers=dict(type="int"),
     encryption=dict(type="str", default="aws:kms", choices=["aws:kms", "none"]),
     kms_key_id=dict(type="str"),
     part_size_mb=dict(type="int", default=16),
@@ -368,29 +372,50 @@ class ChildProcess:
                 pass
 
 
-def stream_command(child, uploader, compressor, observer=None, progress=None, chunk_size=CHUNK_SIZE):
+def stream_command(child, uploader, compressor, observer=None, progress=None, chunk_size=CHUNK_SIZE,
+                   queue_chunks=QUEUE_CHUNKS):
     """The shared pipeline: read ``child``'s stdout, observe, compress, upload.
 
-    Returns the number of raw (uncompressed) bytes read. Does not close the
-    uploader nor check the child's exit status: the caller does, in that order
-    only when the child succeeded.
+    Two stages overlap: this (the calling, main) thread reads the pipe, feeds the
+    tar observer and counts progress; a :class:`~.compress.CompressorThread`
+    compresses the chunks in order and writes the output into ``uploader``
+    (SHA256, part buffer), whose own thread sends part N while part N+1 fills.
+    Signals (SIGTERM/SIGINT) keep being handled in this thread.
+
+    Worst-case memory with the defaults (1 MiB chunks, ``queue_chunks`` 4, 16 MiB
+    parts, zstd:3): 4 queued chunks + 1 being read + 1 being compressed (6 MiB);
+    one compressed piece on its way into the uploader (~1 MiB; up to the
+    unfinished jobs' output, ~2 MiB, with zstd workers); the part being filled +
+    the part in flight (2 x 16 MiB: ``StreamUploader`` waits for the part in
+    flight before it copies the next one); the compressor's state (~5 MB in one
+    thread, 6-16 MB with 2 workers and 512 KiB jobs): ~45 MiB in one thread, ~56
+    MiB with 2 workers. Before the compressor thread: 1 + 1 + 3 x 16 (the part
+    was copied before the wait) + 5 = ~55 MiB.
+
+    Any error of the compressor thread (compression, SHA256, a part upload) is
+    re-raised here as is; on any error the compressor thread is stopped and
+    waited for before this function raises, so the caller may abort the
+    uploader. Returns the number of raw (uncompressed) bytes read. Does not
+    close the uploader nor check the child's exit status: the caller does, in
+    that order only when the child succeeded.
     """
     raw = 0
-    while True:
-        chunk = child.read(chunk_size)
-        if not chunk:
-            break
-        raw += len(chunk)
-        if observer is not None:
-            observer.feed(chunk)
-        out = compressor.compress(chunk)
-        if out:
-            uploader.write(out)
-        if progress is not None:
-            progress.update(raw)
-    out = compressor.flush()
-    if out:
-        uploader.write(out)
+    stage = CompressorThread(compressor, uploader.write, max_chunks=queue_chunks)
+    try:
+        while True:
+            chunk = child.read(chunk_size)
+            if not chunk:
+                break
+            raw += len(chunk)
+            if observer is not None:
+                observer.feed(chunk)
+            stage.put(chunk)
+            chunk = None
+            if progress is not None:
+                progress.update(raw)
+        stage.finish()
+    finally:
+        stage.close()
     if progress is not None:
         progress.update(raw, force=True)
     return raw
@@ -476,7 +501,11 @@ class BackupRun:
                 self.settings = check_compression("gzip", level)
                 self.settings["by"] = "pg_dump"
         else:
-            self.settings = check_compression(method, params.get("compression_level"), params.get("compression_workers"))
+            workers = params.get("compression_workers")
+            if workers is None:
+                # Not set: zstd threads when the host has 2+ cores (compress.auto_workers).
+                workers = auto_workers(method, params.get("compression_level"))
+            self.settings = check_compression(method, params.get("compression_level"), workers)
             load_library(method)
         part_size_mb = params.get("part_size_mb") or 16
         if part_size_mb < 5 or part_size_mb > 5 * 1024:
@@ -521,17 +550,8 @@ class BackupRun:
         key_id = self.params.get("kms_key_id")
         if not self.sse:
             return
-        try:
-            meta = self.kms.describe_key(KeyId=key_id)["KeyMetadata"]
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            error = error_from_boto(exc, "looking up KMS key %s (option kms_key_id)" % key_id, {"kms_key_id": key_id})
-            if error.details.get("error_code") in ("NotFoundException", "NotFound"):
-                error = RtxDrError(
-                    "KMS key %s (option kms_key_id) does not exist in this account/region" % key_id,
-                    hint="Check kms_key_id (alias/<name>, key id or ARN) and region, or create the key first.",
-                    details={"kms_key_id": key_id},
-                )
-            raise error from None
+        meta = describe_kms_key(self.kms, key_id, "KMS key %s (option kms_key_id)" % key_id,
+                                "Check kms_key_id (alias/<name>, key id or ARN) and region, or create the key first.")
         state = meta.get("KeyState")
         if state and state != "Enabled" or meta.get("Enabled") is False:
             raise RtxDrError(

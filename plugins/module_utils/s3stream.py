@@ -8,7 +8,8 @@
 :class:`StreamUploader` takes bytes with ``write()`` and sends them to one S3
 object: a single ``put_object`` when everything fits in one part, else a
 multipart upload whose parts are sent (by one background thread) as they fill.
-At most two parts are in memory: the one being filled and the one being sent.
+At most two parts are in memory: the one being filled and the one being sent
+(``write()`` waits for the part in flight before it hands over the next one).
 The SHA256 of the bytes is computed on the way; since a multipart upload only
 knows it at the end, it is then stored in the object metadata by a server-side
 self-copy (``MetadataDirective=REPLACE``, boto3's managed ``copy`` so objects
@@ -88,6 +89,7 @@ class StreamUploader:
         self.aborted = False
         self._sha = hashlib.sha256()
         self._buffer = bytearray()
+        self._fill = 0  # bytes of the buffer holding data (the buffer is reused once a part long)
         self._thread = None
         self._thread_error = None
         self._lock = threading.Lock()
@@ -110,13 +112,21 @@ class StreamUploader:
             return
         self._sha.update(data)
         self.size += len(data)
-        self._buffer += data
-        while len(self._buffer) >= self.part_size:
-            # One copy of the part (a bytearray slice would make a second one first).
-            with memoryview(self._buffer) as view:
-                part = bytes(view[:self.part_size])
-            del self._buffer[:self.part_size]
-            self._send_part(part)
+        with memoryview(data) as view:
+            pos = 0
+            while pos < len(view):
+                # The buffer never holds more than one part: a full one is sent before more is added.
+                take = min(self.part_size - self._fill, len(view) - pos)
+                if self._fill == len(self._buffer):
+                    # Until the first part is full the buffer grows (a small object stays small) ...
+                    self._buffer += view[pos:pos + take]
+                else:
+                    # ... then it is reused in place: no reallocations that would fragment the heap.
+                    self._buffer[self._fill:self._fill + take] = view[pos:pos + take]
+                self._fill += take
+                pos += take
+                if self._fill >= self.part_size:
+                    self._send_buffer()
 
     def _where(self):
         return "s3://%s/%s" % (self.bucket, self.key)
@@ -150,10 +160,13 @@ class StreamUploader:
         except Exception as exc:  # pylint: disable=broad-exception-caught
             self._thread_error = error_from_boto(exc, "uploading part %d of %s" % (number, self._where()))
 
-    def _send_part(self, part):
+    def _send_buffer(self):
+        """Send the buffer as the next part (in a background thread); start the multipart upload first."""
         if self.upload_id is None:
             self._start_multipart()
-        # At most one part in flight: wait for the previous one before handing over the next.
+        # At most one part in flight: wait for the previous one before handing over the next. Only then
+        # is the buffer copied into the part (bytes, as botocore wants), so that at most two parts' worth
+        # of memory exists at any time: the one in flight and the buffer (or the buffer and its copy).
         self._wait_part()
         number = len(self.parts) + 1
         if number > MAX_PARTS:
@@ -161,6 +174,9 @@ class StreamUploader:
                 "%s would need more than %d parts" % (self._where(), MAX_PARTS),
                 hint="Raise part_size_mb.",
             )
+        with memoryview(self._buffer) as view:
+            part = bytes(view[:self._fill])
+        self._fill = 0
         self._thread = threading.Thread(target=self._upload_part, args=(number, part), daemon=True)
         self._thread.start()
 
@@ -174,8 +190,10 @@ class StreamUploader:
             metadata = dict(self.metadata)
             metadata["sha256"] = digest
             if self.upload_id is None:
-                body = bytes(self._buffer)
+                with memoryview(self._buffer) as view:
+                    body = bytes(view[:self._fill])
                 self._buffer = bytearray()
+                self._fill = 0
                 try:
                     response = self.client.put_object(
                         Bucket=self.bucket, Key=self.key, Body=body, Metadata=metadata, **self.extra_args
@@ -184,10 +202,9 @@ class StreamUploader:
                     raise error_from_boto(exc, "uploading %s" % self._where()) from None
                 etag = response.get("ETag")
             else:
-                if self._buffer:
-                    part = bytes(self._buffer)
-                    self._buffer = bytearray()
-                    self._send_part(part)
+                if self._fill:
+                    self._send_buffer()
+                self._buffer = bytearray()
                 self._wait_part()
                 parts = sorted(self.parts, key=lambda p: p["PartNumber"])
                 try:
@@ -210,6 +227,7 @@ class StreamUploader:
             return
         self.aborted = True
         self._buffer = bytearray()
+        self._fill = 0
         try:
             self._wait_part()
         except Exception:  # pylint: disable=broad-exception-caught

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,18 @@ from moto_server import aws_params, bucket, kms_client, kms_key, moto_url, s3_cl
 
 from ansible_collections.rtx.dr.plugins.module_utils import backup  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils import catalog  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils import compress  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.compress import decompress_bytes  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.compress import new_compressor  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import connect  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import execute  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_lsn  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_one  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.s3stream import StreamUploader  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.tarstream import TarObserver  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.tarstream import TarStreamError  # noqa: E402 pylint: disable=wrong-import-position
 
 REPO = Path(__file__).resolve().parents[4]
 MIB = 1024 * 1024
@@ -104,6 +110,175 @@ def test_progress_samples():
     assert progress.samples == [{"bytes": 20, "seconds": 1.2}, {"bytes": 40, "seconds": 3.5},
                                 {"bytes": 50, "seconds": 4.0}]
     assert len(seen) == 3
+
+
+# --------------------------------------------------------------------------
+# The stream pipeline (fake child and S3 client)
+# --------------------------------------------------------------------------
+
+
+class FakeChild:
+    """``ChildProcess`` stand-in: reads from bytes, counts the reads."""
+
+    def __init__(self, data):
+        self.stream = io.BytesIO(data)
+        self.reads = 0
+
+    def read(self, size=backup.CHUNK_SIZE):
+        self.reads += 1
+        return self.stream.read(size)
+
+
+class FakeS3:
+    """Records the calls of ``StreamUploader``; ``fail_part`` makes that part's upload fail."""
+
+    def __init__(self, fail_part=None):
+        self.fail_part = fail_part
+        self.parts = {}
+        self.calls = []
+
+    def create_multipart_upload(self, **kwargs):
+        self.calls.append("create")
+        return {"UploadId": "u1"}
+
+    def upload_part(self, **kwargs):
+        if kwargs["PartNumber"] == self.fail_part:
+            raise ConnectionResetError("network cut")
+        self.parts[kwargs["PartNumber"]] = bytes(kwargs["Body"])
+        return {"ETag": "e%d" % kwargs["PartNumber"]}
+
+    def complete_multipart_upload(self, **kwargs):
+        self.calls.append("complete")
+        return {}
+
+    def abort_multipart_upload(self, **kwargs):
+        self.calls.append("abort")
+        return {}
+
+    def copy_object(self, **kwargs):
+        self.calls.append("copy")
+        return {"CopyObjectResult": {"ETag": "c"}}
+
+    def put_object(self, **kwargs):
+        self.calls.append("put")
+        self.parts[1] = bytes(kwargs["Body"])
+        return {"ETag": "p"}
+
+    def body(self):
+        return b"".join(self.parts[n] for n in sorted(self.parts))
+
+
+def _tar_stream(size):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("backup_label", LABEL), ("base/1/1", os.urandom(size // 2)),
+                           ("base/1/2", b"pgbench row\n" * (size // 24)), ("backup_manifest", make_manifest())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("method", ["zstd", "gzip", "none"])
+def test_stream_command_pipeline_output_in_order(method):
+    data = _tar_stream(13 * MIB)
+    s3 = FakeS3()
+    uploader = StreamUploader(s3, "b", "k", part_size=5 * MIB)
+    observer = TarObserver(keep_members=False)
+    progress = backup.Progress(0)
+    workers = 2 if method == "zstd" else None
+    raw = backup.stream_command(FakeChild(data), uploader, new_compressor(method, None, workers), observer,
+                                progress, chunk_size=100000, queue_chunks=2)
+    facts = uploader.close()
+    assert raw == len(data) and progress.samples[-1]["bytes"] == len(data)
+    observer.close()
+    assert observer.captured["backup_label"] == LABEL
+    stored = s3.body()
+    assert facts["sha256"] == hashlib.sha256(stored).hexdigest() and facts["size"] == len(stored)
+    assert decompress_bytes(method, stored) == data
+    assert s3.calls[-2:] == ["complete", "copy"] and facts["parts"] >= 2
+
+
+def test_stream_command_compressor_error_propagates_and_stops_reading():
+    class Broken:
+        def __init__(self):
+            self.calls = 0
+
+        def compress(self, data):
+            self.calls += 1
+            if self.calls == 3:
+                raise MemoryError("zstd: out of memory")
+            return bytes(data)
+
+        def flush(self):
+            raise AssertionError("a failed stream is never flushed")
+
+    s3 = FakeS3()
+    child = FakeChild(os.urandom(64 * MIB))
+    uploader = StreamUploader(s3, "b", "k", part_size=5 * MIB)
+    with pytest.raises(MemoryError, match="out of memory"):
+        backup.stream_command(child, uploader, Broken(), chunk_size=MIB, queue_chunks=2)
+    # The reader stopped within a few chunks (the queue and the chunk in hand), not at the end of the input.
+    assert child.reads <= 3 + 2 + 2
+    uploader.abort()
+    assert "complete" not in s3.calls and "put" not in s3.calls
+
+
+def test_stream_command_upload_error_propagates_and_aborts():
+    s3 = FakeS3(fail_part=3)
+    child = FakeChild(os.urandom(64 * MIB))
+    uploader = StreamUploader(s3, "b", "k", part_size=5 * MIB)
+    with pytest.raises(RtxDrError, match="part 3"):
+        with uploader:
+            backup.stream_command(child, uploader, new_compressor("none"), chunk_size=MIB)
+            uploader.close()
+    assert child.reads < 64
+    assert s3.calls[0] == "create" and s3.calls[-1] == "abort" and "complete" not in s3.calls
+
+
+def test_stream_command_reader_error_stops_the_compressor_thread(monkeypatch):
+    threads = []
+    real = backup.CompressorThread
+
+    def spy(*args, **kwargs):
+        stage = real(*args, **kwargs)
+        threads.append(stage._thread)  # pylint: disable=protected-access
+        return stage
+
+    monkeypatch.setattr(backup, "CompressorThread", spy)
+    written = []
+    uploader = type("Sink", (), {"write": lambda self, data: written.append(len(data))})()
+    garbage = b"not a tar" * 100000
+    with pytest.raises(TarStreamError):
+        backup.stream_command(FakeChild(garbage), uploader, new_compressor("gzip"),
+                              TarObserver(), chunk_size=65536)
+    assert threads and not threads[0].is_alive()
+    count = len(written)
+    time.sleep(0.05)
+    assert len(written) == count  # nothing is written once stream_command has raised
+
+
+def test_unset_compression_workers_are_chosen_by_cores(monkeypatch):
+    params = dict(kind="physical", bucket="b", compression="zstd", compression_level=None, compression_workers=None,
+                  encryption="none", kms_key_id=None, part_size_mb=16, stale_upload_seconds=3600,
+                  audit_schema="dr")
+    monkeypatch.setattr(compress, "usable_cpus", lambda: 2)
+    run = backup.BackupRun(dict(params), s3=None)
+    run.validate()
+    assert run.settings == {"method": "zstd", "level": 3, "workers": 2}
+    run = backup.BackupRun(dict(params, compression_workers=0), s3=None)
+    run.validate()
+    assert run.settings["workers"] == 0
+    run = backup.BackupRun(dict(params, compression_level=19), s3=None)
+    run.validate()
+    assert run.settings["workers"] == 0
+    monkeypatch.setattr(compress, "usable_cpus", lambda: 1)
+    run = backup.BackupRun(dict(params), s3=None)
+    run.validate()
+    assert run.settings["workers"] == 0
+    run = backup.BackupRun(dict(params, compression="lz4"), s3=None)
+    run.validate()
+    assert run.settings == {"method": "lz4", "level": 0, "workers": None}
 
 
 # --------------------------------------------------------------------------
@@ -223,6 +398,27 @@ def test_physical_gzip_none_encryption(pg, aws_params, s3_client, kms_client, bu
     assert "ServerSideEncryption" not in head or head["ServerSideEncryption"] != "aws:kms"
 
 
+def test_physical_zstd_with_automatic_workers_verifies(pg, aws_params, s3_client, kms_client, bucket, tmp_path,
+                                                       monkeypatch):
+    monkeypatch.setattr(compress, "usable_cpus", lambda: 4)
+    run = make_run(pg, aws_params, bucket, s3_client, None, encryption="none", compression_workers=None,
+                   prefix="autoworkers")
+    run.preflight()
+    record = run.run()
+    assert record["status"] == "complete" and record["compression"] == {"method": "zstd", "level": 3, "workers": 2}
+    base = [o for o in record["objects"] if o["role"] == "base"][0]
+    body = s3_client.get_object(Bucket=bucket, Key=base["key"])["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == base["sha256"]
+    tar_bytes = decompress_bytes("zstd", body)
+    assert len(tar_bytes) == record["size_raw_bytes"]
+    datadir = tmp_path / "restore"
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        tar.extractall(datadir, filter="tar")
+    verify = subprocess.run([os.path.join(pg.bindir, "pg_verifybackup"), str(datadir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False, timeout=60)
+    assert verify.returncode == 0, verify.stdout.decode()
+
+
 def _assert_failed_cleanly(s3, bucket_name, prefix):
     records = catalog.list_records(s3, bucket_name, prefix)
     assert len(records) == 1
@@ -250,6 +446,32 @@ def test_failure_mid_upload_leaves_no_complete_record(pg, aws_params, s3_client,
     assert "part 3" in str(info.value)
     record = _assert_failed_cleanly(s3_client, bucket, run.prefix)
     assert "part 3" in record["error"]
+
+
+def test_compressor_failure_mid_backup_leaves_no_complete_record(pg, aws_params, s3_client, kms_client, bucket,
+                                                                 kms_key, monkeypatch):
+    class Failing:
+        def __init__(self, inner):
+            self.inner = inner
+            self.calls = 0
+
+        def compress(self, data):
+            self.calls += 1
+            if self.calls == 12:
+                raise RtxDrError("compressor thread broke at chunk 12")
+            return self.inner.compress(data)
+
+        def flush(self):
+            return self.inner.flush()
+
+    real = backup.new_compressor
+    monkeypatch.setattr(backup, "new_compressor", lambda *args: Failing(real(*args)))
+    run = make_run(pg, aws_params, bucket, s3_client, kms_client, kms_key_id=kms_key["alias"], compression="none")
+    run.preflight()
+    with pytest.raises(RtxDrError, match="chunk 12"):
+        run.run()
+    record = _assert_failed_cleanly(s3_client, bucket, run.prefix)
+    assert "chunk 12" in record["error"]
 
 
 def test_sigterm_mid_backup_aborts(pg, aws_params, s3_client, kms_client, bucket, kms_key, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -149,3 +150,51 @@ def test_list_and_abort_uploads(s3_client, bucket):
         s3stream.abort_upload(s3_client, bucket, u["key"], u["upload_id"])
     s3stream.abort_upload(s3_client, bucket, uploads[0]["key"], uploads[0]["upload_id"])  # already gone: fine
     assert s3stream.list_multipart_uploads(s3_client, bucket, "p/") == []
+
+
+class SlowClient:
+    """Accepts parts slower than they are written, so that write() has to wait for the part in flight."""
+
+    def __init__(self, delay=0.05):
+        self.delay = delay
+        self.sizes = []
+        self.digest = hashlib.sha256()
+
+    def create_multipart_upload(self, **kwargs):
+        return {"UploadId": "u"}
+
+    def upload_part(self, **kwargs):
+        time.sleep(self.delay)
+        self.sizes.append(len(kwargs["Body"]))
+        self.digest.update(kwargs["Body"])
+        return {"ETag": "e"}
+
+    def complete_multipart_upload(self, **kwargs):
+        return {}
+
+    def copy_object(self, **kwargs):
+        return {"CopyObjectResult": {"ETag": "c"}}
+
+
+@pytest.mark.parametrize("piece", [1000003, 7 * MIB + 5])
+def test_at_most_two_parts_in_memory_with_a_slow_upload(piece):
+    client = SlowClient()
+    part = 5 * MIB
+    data = os.urandom(MIB)
+    total = 0
+    tracemalloc.start()
+    try:
+        up = s3stream.StreamUploader(client, "b", "k", part_size=part)
+        while total < 40 * MIB:
+            block = (data * (piece // MIB + 1))[:piece]
+            tracemalloc.reset_peak()
+            up.write(block)
+            _current, peak = tracemalloc.get_traced_memory()
+            # The buffer (one part, reused) + the part in flight or its copy, + the block written.
+            assert peak < 2 * part + 2 * len(block) + MIB, "peak %.1f MiB" % (peak / MIB)
+            total += len(block)
+        facts = up.close()
+    finally:
+        tracemalloc.stop()
+    assert facts["size"] == total and client.sizes[:-1] == [part] * (len(client.sizes) - 1)
+    assert sum(client.sizes) == total and facts["sha256"] == client.digest.hexdigest()
