@@ -101,6 +101,8 @@ METRICS = {
     "rtx_dr_wal_archive_failed_total": ("pg_stat_archiver.failed_count (primary only).", ()),
     "rtx_dr_wal_archive_last_failed_timestamp_seconds": ("Time of the last failed archive attempt (primary only).", ()),
     "rtx_dr_wal_archive_ready_segments": ("WAL files waiting to be archived (.ready in archive_status).", ()),
+    "rtx_dr_wal_archive_oldest_ready_timestamp_seconds": (
+        "Since when the oldest WAL file waiting to be archived waits (its .ready file); 0 = none waits.", ()),
     "rtx_dr_replication_lag_bytes": ("Replay lag of a standby in bytes (exported by the primary).", ("standby",)),
     "rtx_dr_replication_lag_seconds": ("Replay lag of a standby in seconds (exported by the primary).", ("standby",)),
     "rtx_dr_sync_standbys": ("Standbys with sync_state sync or quorum (exported by the primary).", ()),
@@ -220,15 +222,20 @@ def collect_dr_metrics(params, replication=None, connect=None):
 
 
 def _archiver(postgres, conn, archive_mode):
+    # The .ready files are read as rtx.dr.wal_archive_status reads them: the archive lag is the age of the
+    # oldest one (oldest_ready, its modification time), not the time since last_archived (old on an idle server).
+    from ansible_collections.rtx.dr.plugins.module_utils.walstatus import read_ready  # pylint: disable=import-outside-toplevel
+
     row = postgres.query_one(conn, "SELECT archived_count, failed_count,"
                                    " extract(epoch FROM last_archived_time)::float8 AS last_archived,"
                                    " extract(epoch FROM last_failed_time)::float8 AS last_failed"
                                    " FROM pg_catalog.pg_stat_archiver")
-    ready = postgres.query_one(conn, "SELECT count(*) AS n FROM pg_catalog.pg_ls_archive_statusdir()"
-                                     " WHERE pg_catalog.right(name, 6) = '.ready'")
+    ready = read_ready(conn)
+    oldest = ready["oldest_ready_time"]
     return {"enabled": 1 if archive_mode in ("on", "always") else 0, "archived_total": int(row["archived_count"]),
             "failed_total": int(row["failed_count"]), "last_archived": _epoch(row["last_archived"]),
-            "last_failed": _epoch(row["last_failed"]), "ready_segments": int(ready["n"])}
+            "last_failed": _epoch(row["last_failed"]), "ready_segments": ready["ready_count"],
+            "oldest_ready": ready["oldest_ready"], "oldest_ready_time": oldest.timestamp() if oldest else 0.0}
 
 
 def _replication(result):
@@ -316,7 +323,8 @@ def metric_samples(document):
                     ("rtx_dr_wal_archive_archived_total", {}, archive["archived_total"]),
                     ("rtx_dr_wal_archive_failed_total", {}, archive["failed_total"]),
                     ("rtx_dr_wal_archive_last_failed_timestamp_seconds", {}, archive["last_failed"]),
-                    ("rtx_dr_wal_archive_ready_segments", {}, archive["ready_segments"])]
+                    ("rtx_dr_wal_archive_ready_segments", {}, archive["ready_segments"]),
+                    ("rtx_dr_wal_archive_oldest_ready_timestamp_seconds", {}, archive["oldest_ready_time"])]
     replication = dr.get("replication")
     if replication:
         samples.append(("rtx_dr_sync_standbys", {}, replication["sync_standbys"]))

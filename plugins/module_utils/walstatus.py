@@ -9,8 +9,10 @@ Used by ``rtx.dr.wal_archive_status``. Plain Python: :func:`wal_status` gathers,
 applies the thresholds.
 
 From PostgreSQL (optional): ``pg_stat_archiver``, the role, the timeline, the current WAL
-position and segment, the count of ``pg_wal/archive_status/*.ready`` files, and from them
-the archive lag of a primary (:func:`archive_lag`).
+position and segment, the ``pg_wal/archive_status/*.ready`` files (:func:`read_ready`: how many,
+the oldest and since when it waits), and from them the archive lag (:func:`archive_lag`): the age
+of the oldest file waiting to be archived - never the time since the last archived file, which
+grows on an idle server although nothing waits.
 
 From S3 (catalog.py, walchain.py): the complete physical backups, the archive listing, the
 timeline path to the latest timeline (history files) and the chain of segments recovery
@@ -32,6 +34,7 @@ from ansible_collections.rtx.dr.plugins.module_utils import walchain
 from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
+from ansible_collections.rtx.dr.plugins.module_utils.errors import QueryFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import DEFAULT_WAL_SEGMENT_SIZE
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import close_quietly
@@ -65,7 +68,9 @@ RESULT_KEYS = ("bucket", "prefix", "role", "server", "archiver", "lag", "archive
 SERVER_KEYS = ("queried", "reachable", "error", "in_recovery", "timeline", "current_lsn", "current_wal",
                "archive_mode", "archive_timeout", "wal_segment_size", "now")
 ARCHIVER_KEYS = ("archived_count", "last_archived_wal", "last_archived_time", "failed_count", "last_failed_wal",
-                 "last_failed_time", "stats_reset", "ready_count")
+                 "last_failed_time", "stats_reset", "ready_count", "oldest_ready", "oldest_ready_time",
+                 "oldest_ready_age_seconds")
+LAG_KEYS = ("seconds", "segments", "bytes", "pending", "oldest_ready", "data_at_risk_bytes", "error")
 #: Findings that are WAL missing from the archive (``fail_on_gap``).
 GAP_CHECKS = ("gap", "history", "last_archived_missing")
 #: Most names quoted in one message.
@@ -81,7 +86,22 @@ HISTORY_HINT = (
 LAG_HINT = (
     "Check the PostgreSQL log for archive_command errors (the WAL agent logs one line per failed push), that the "
     "S3 endpoint (endpoint_url/region) is reachable from the database host, and that its credentials and KMS key "
-    "work; pg_stat_archiver counts the failures.")
+    "work; pg_stat_archiver counts the failures. Without failures the archive_command is slower than the server "
+    "writes WAL (the .ready files pile up): see docs/benchmarks.md for the push rate.")
+PERMISSION_HINT = (
+    "pg_ls_archive_statusdir() is only allowed to superusers and members of pg_monitor: connect as postgres "
+    "(login_unix_socket with become_user postgres, as the playbooks do) or run GRANT pg_monitor TO <login_user>.")
+
+# The .ready files of pg_wal/archive_status (PostgreSQL 12+; superuser or pg_monitor): how many, how many are WAL
+# segments (24 hex digits, not .history/.partial/.backup), the oldest (by modification time: when PostgreSQL
+# created the .ready file, i.e. when the file was complete and started to wait) and its time.
+READY_SQL = (
+    "SELECT count(*) AS ready_count,"
+    " count(*) FILTER (WHERE name ~ '^[0-9A-F]{24}[.]ready$') AS ready_segments,"
+    " (array_agg(pg_catalog.left(name, -6) ORDER BY modification, name))[1] AS oldest_ready,"
+    " min(modification) AS oldest_ready_time"
+    " FROM pg_catalog.pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
+)
 
 
 def wal_status_argument_spec():
@@ -177,8 +197,27 @@ def empty_server(queried):
     return server
 
 
+def read_ready(conn):
+    """The ``.ready`` files of ``pg_wal/archive_status`` (:data:`READY_SQL`).
+
+    ``{ready_count, ready_segments, oldest_ready, oldest_ready_time}``: every ``.ready`` file, those of WAL
+    segments, the name of the oldest waiting file (by the modification time of its ``.ready`` file, written when
+    the file was complete) and that time (the driver's datetime); both None when nothing waits.
+    Shared with the health agent (``health_agent.py``).
+
+    :raises QueryFailedError: the login role may not call ``pg_ls_archive_statusdir()`` (superuser or pg_monitor).
+    """
+    row = query_one(conn, READY_SQL) or {}
+    return {"ready_count": _int(row.get("ready_count")) or 0, "ready_segments": _int(row.get("ready_segments")) or 0,
+            "oldest_ready": row.get("oldest_ready"), "oldest_ready_time": row.get("oldest_ready_time")}
+
+
 def read_server(conn, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
-    """Facts of an open connection: ``(server, archiver, warnings)`` (raw values, datetimes kept)."""
+    """Facts of an open connection: ``(server, archiver, warnings)`` (raw values, datetimes kept).
+
+    ``archiver`` also holds ``ready_segments`` and ``ready_error`` (why the ``.ready`` files could not be
+    listed; then every ``.ready`` fact is None), used by :func:`archive_lag` and not returned.
+    """
     warnings = []
     server = empty_server(True)
     server["reachable"] = True
@@ -200,13 +239,19 @@ def read_server(conn, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
     archiver = dict((key, row.get(key)) for key in ARCHIVER_KEYS)
     archiver["archived_count"] = _int(archiver["archived_count"])
     archiver["failed_count"] = _int(archiver["failed_count"])
-    ready = query_optional(
-        conn,
-        "SELECT count(*) AS ready FROM pg_catalog.pg_ls_archive_statusdir() WHERE name LIKE '%.ready'",
-        warnings,
-        "the .ready files in pg_wal/archive_status (pg_ls_archive_statusdir() needs PostgreSQL 12+ and pg_monitor)",
-    )
-    archiver["ready_count"] = _int(ready["ready"]) if ready else None
+    archiver.update(ready_segments=None, ready_error=None)
+    try:
+        archiver.update(read_ready(conn))
+    except QueryFailedError as exc:
+        archiver["ready_error"] = exc.msg
+        warnings.append(
+            "Could not list the .ready files of pg_wal/archive_status with pg_ls_archive_statusdir() (superuser or "
+            "pg_monitor only): %s. The archive lag is not measured: archiver.ready_count, archiver.oldest_ready*, "
+            "lag.seconds, lag.segments and lag.bytes are reported as null. %s" % (exc.msg, PERMISSION_HINT))
+    oldest_time = archiver.get("oldest_ready_time")
+    if oldest_time is not None and server["now"] is not None:
+        # Both clocks are the database host's: now() and the file system's modification time.
+        archiver["oldest_ready_age_seconds"] = round(max(0.0, (server["now"] - oldest_time).total_seconds()), 1)
 
     row = query_optional(conn, "SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()", warnings,
                          "pg_control_checkpoint()")
@@ -248,42 +293,53 @@ def query_server(params, connect, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
         close_quietly(conn)
 
 
-def archive_lag(server, archiver, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
-    """``{seconds, segments, bytes, pending}`` of a primary; None on a standby or without the server's facts.
+def archives(server):
+    """Whether the server read runs an archiver: a primary, or a standby with ``archive_mode = always``.
 
-    ``pending``: WAL is waiting to be archived (``.ready`` files, or the segment being written is
-    newer than the last archived one); None when neither can be told. ``seconds``: ``now -
-    last_archived_time`` when pending, else 0 (None when nothing was ever archived). ``segments``: the
-    ``.ready`` files. ``bytes``: from the end of the last archived segment to the current position
-    (never negative; None when the last archived file is not a segment or ``.partial``).
+    A standby with ``archive_mode = on`` marks the WAL it receives as archived (``.done``) without archiving it:
+    the primary archives.
     """
-    if not server or server.get("in_recovery") is not False or archiver is None:
+    in_recovery = (server or {}).get("in_recovery")
+    return in_recovery is False or (in_recovery is True and server.get("archive_mode") == "always")
+
+
+def archive_lag(server, archiver, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
+    """The archive lag (:data:`LAG_KEYS`) of a server that archives (:func:`archives`), else None.
+
+    Measured on the ``.ready`` files (files complete and waiting for the archive_command), never on
+    ``last_archived_time`` (old on an idle server where nothing waits):
+
+    - ``seconds``: age of the oldest ``.ready`` file (``oldest_ready``), 0 when none waits;
+    - ``segments``: the ``.ready`` WAL segments (history, ``.partial`` and ``.backup`` files not counted);
+    - ``bytes``: ``segments * wal_segment_size``;
+    - ``pending``: whether any ``.ready`` file waits;
+    - these are None, with ``error`` saying why, when the ``.ready`` files could not be listed.
+
+    ``data_at_risk_bytes`` (a primary only): WAL written after the last archived segment, in no archived segment -
+    the current position minus the end of ``last_archived_wal`` (its start for a ``.partial``, which recovery does
+    not use); includes the segment being written. None when the last archived file is not a segment.
+    """
+    if archiver is None or not archives(server):
         return None
+    lag = dict.fromkeys(LAG_KEYS)
     ready = archiver.get("ready_count")
+    if ready is None:
+        lag["error"] = archiver.get("ready_error") or "the .ready files of pg_wal/archive_status were not listed"
+    else:
+        lag["pending"] = ready > 0
+        lag["seconds"] = archiver.get("oldest_ready_age_seconds") if ready else 0.0
+        lag["segments"] = archiver.get("ready_segments") or 0
+        lag["bytes"] = lag["segments"] * wal_segment_size
+        lag["oldest_ready"] = archiver.get("oldest_ready") if ready else None
+        if lag["seconds"] is None:
+            lag["error"] = "the modification time of the oldest .ready file (%s) is unknown" % lag["oldest_ready"]
     last = archiver.get("last_archived_wal")
     last_seg = _segment_part(last, wal_segment_size)
-    current = _segment_part(server.get("current_wal"), wal_segment_size)
-    newer = None
-    if current is not None and last_seg is not None:
-        newer = (current.segno, current.timeline) > (last_seg.segno, last_seg.timeline)
-    if (ready or 0) > 0 or newer:
-        pending = True
-    elif ready is None and newer is None and last is not None:
-        pending = None
-    else:
-        pending = False
-    last_time = archiver.get("last_archived_time")
-    now = server.get("now")
-    if pending is False:
-        seconds = 0.0
-    elif last_time is not None and now is not None:
-        seconds = round(max(0.0, (now - last_time).total_seconds()), 1)
-    else:
-        seconds = None
-    lag_bytes = None
-    if last_seg is not None and not last.endswith(".backup") and server.get("current_lsn"):
-        lag_bytes = max(0, parse_lsn(server["current_lsn"]) - last_seg.end_lsn)
-    return {"seconds": seconds, "segments": ready, "bytes": lag_bytes, "pending": pending}
+    if server.get("in_recovery") is False and server.get("current_lsn") and last_seg is not None \
+            and (len(last) == 24 or last.endswith(".partial")):
+        archived_until = last_seg.start_lsn if last.endswith(".partial") else last_seg.end_lsn
+        lag["data_at_risk_bytes"] = max(0, parse_lsn(server["current_lsn"]) - archived_until)
+    return lag
 
 
 def archiver_result(archiver):
@@ -547,9 +603,9 @@ def wal_status(params, s3, connect=None, now=None):
 
     role = None if server.get("in_recovery") is None else ("standby" if server["in_recovery"] else "primary")
     lag = archive_lag(server, archiver, settings["wal_segment_size"])
-    if role == "primary":
-        if server.get("archive_mode") == "off":
-            findings.append(finding("archive_mode", "archive_mode is off on the primary: no WAL is archived"))
+    if role == "primary" and server.get("archive_mode") == "off":
+        findings.append(finding("archive_mode", "archive_mode is off on the primary: no WAL is archived"))
+    if archives(server):
         failed_at, archived_at = archiver.get("last_failed_time"), archiver.get("last_archived_time")
         if archiver.get("failed_count") and failed_at is not None and (archived_at is None or failed_at > archived_at):
             findings.append(finding(
@@ -557,9 +613,10 @@ def wal_status(params, s3, connect=None, now=None):
                 "last success %s at %s" % (archiver.get("last_failed_wal"), _iso(failed_at), archiver["failed_count"],
                                            _iso(archiver.get("stats_reset")), archiver.get("last_archived_wal"),
                                            _iso(archived_at))))
-    if settings["max_lag_seconds"] is not None and role != "primary":
+    if settings["max_lag_seconds"] is not None and lag is None:
         warnings.append("max_lag_seconds was not checked: %s" % (
-            "archiving happens on the primary and this server is a standby" if role == "standby"
+            "archiving happens on the primary and this server is a standby (archive_mode %s; only a standby with "
+            "archive_mode=always archives)" % server.get("archive_mode") if role == "standby"
             else "the server was not read (query_server=false or unreachable)"))
 
     catalog.check_bucket(read_only_s3(s3), settings["bucket"], params.get("endpoint_url"),
@@ -572,39 +629,48 @@ def wal_status(params, s3, connect=None, now=None):
     result.update(s3_part)
     lag_problem = lag_breach(result, settings["max_lag_seconds"])
     if lag_problem:
-        findings.append(finding("lag", lag_problem))
+        findings.append(finding(*lag_problem))
     result["findings"] = findings
     result["ok"] = not findings
     return result, warnings
 
 
 def lag_breach(result, max_lag_seconds):
-    """Why the archiving of a primary is over ``max_lag_seconds`` (a sentence), or None."""
-    if max_lag_seconds is None or result.get("role") != "primary":
+    """``(check, sentence)`` when the archiving is over ``max_lag_seconds`` or cannot be measured, else None.
+
+    ``check`` is ``lag`` (archive_mode off on the primary, or the oldest ``.ready`` file is older than the
+    threshold) or ``lag_unmeasured`` (the ``.ready`` files could not be listed).
+    """
+    lag = result.get("lag")
+    if max_lag_seconds is None or lag is None:
         return None
-    server, archiver, lag = result["server"], result["archiver"] or {}, result["lag"] or {}
-    if server.get("archive_mode") == "off":
-        return "archive_mode is off on the primary: no WAL is archived (max_lag_seconds=%d)" % max_lag_seconds
-    seconds = lag.get("seconds")
-    if seconds is not None and seconds <= max_lag_seconds:
+    server, archiver = result["server"], result["archiver"] or {}
+    if result.get("role") == "primary" and server.get("archive_mode") == "off":
+        return "lag", "archive_mode is off on the primary: no WAL is archived (max_lag_seconds=%d)" % max_lag_seconds
+    if lag.get("seconds") is None:
+        return "lag_unmeasured", (
+            "max_lag_seconds=%d could not be checked: the .ready files of pg_wal/archive_status (the WAL waiting to "
+            "be archived) could not be listed: %s" % (max_lag_seconds, lag.get("error")))
+    if lag["seconds"] <= max_lag_seconds:
         return None
-    if seconds is None and not (lag.get("pending") and archiver.get("last_archived_time") is None):
-        return None
-    if seconds is None:
-        measured = "no WAL file was archived since %s while WAL waits to be archived" % (
-            archiver.get("stats_reset") or "the statistics were reset")
+    oldest = lag.get("oldest_ready")
+    parts = ["the oldest WAL file waiting to be archived, %s, has waited %s s (pg_wal/archive_status/%s.ready since "
+             "%s), more than max_lag_seconds=%d"
+             % (oldest, lag["seconds"], oldest, archiver.get("oldest_ready_time"), max_lag_seconds)]
+    parts.append("%d file(s) wait to be archived, %d of them WAL segments (%d bytes)"
+                 % (archiver.get("ready_count") or 0, lag.get("segments") or 0, lag.get("bytes") or 0))
+    if archiver.get("last_archived_wal"):
+        parts.append("last archived %s at %s" % (archiver["last_archived_wal"], archiver.get("last_archived_time")))
     else:
-        measured = "WAL archiving lags by %s s" % seconds
-    parts = ["%s (max_lag_seconds=%d)" % (measured, max_lag_seconds)]
-    if lag.get("segments") is not None:
-        parts.append("%d file(s) waiting in pg_wal/archive_status (.ready)" % lag["segments"])
-    if lag.get("bytes") is not None:
-        parts.append("%d bytes of WAL not archived" % lag["bytes"])
-    parts.append("last archived %s at %s" % (archiver.get("last_archived_wal"), archiver.get("last_archived_time")))
-    parts.append("failed_count %s, last failed %s at %s" % (archiver.get("failed_count"),
-                                                            archiver.get("last_failed_wal"),
-                                                            archiver.get("last_failed_time")))
-    return "; ".join(parts)
+        parts.append("nothing archived since %s" % (archiver.get("stats_reset") or "the statistics were reset"))
+    if archiver.get("failed_count"):
+        parts.append("last failure: %s at %s (failed_count %d since %s)" % (
+            archiver.get("last_failed_wal"), archiver.get("last_failed_time"), archiver["failed_count"],
+            archiver.get("stats_reset")))
+    else:
+        parts.append("no failed attempt since %s: the archive_command succeeds but does not keep up, or hangs"
+                     % (archiver.get("stats_reset") or "the statistics were reset"))
+    return "lag", "; ".join(parts)
 
 
 def failure(result, params):
@@ -631,6 +697,9 @@ def failure(result, params):
     if "lag" in by_check:
         messages.append("WAL archiving lag: %s" % by_check["lag"][0])
         hints.append(LAG_HINT)
+    if "lag_unmeasured" in by_check:
+        messages.append("WAL archiving lag: %s" % by_check["lag_unmeasured"][0])
+        hints.append(PERMISSION_HINT + " Or leave max_lag_seconds unset to only report the other facts.")
     if not messages:
         return None
     return RtxDrError(". ".join(messages), hint=" ".join(hints), details=result)

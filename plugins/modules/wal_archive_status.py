@@ -13,8 +13,13 @@ version_added: 0.1.0
 description:
   - "Reads the archiver of the PostgreSQL server (C(pg_stat_archiver), the C(.ready) files of
     C(pg_wal/archive_status)) and the WAL archive in S3 (C(<prefix>/wal/), written by the WAL agent's C(push)), and
-    returns facts for alerting - the last archived segment and time, the archive lag in seconds, segments and bytes,
+    returns facts for alerting - the last archived segment and time, the archive lag (how long the oldest WAL file
+    waiting to be archived has waited, how many segments and bytes wait), the WAL not yet in any archived segment,
     the failed count and last failure, the gaps in the archived WAL and the resulting recoverable window."
+  - "The archive lag is measured on the C(.ready) files of C(pg_wal/archive_status) (files complete and waiting
+    for the C(archive_command)), not on C(pg_stat_archiver.last_archived_time): on an idle server the last archived
+    file gets old although nothing waits, and while archiving falls behind files may be archived every second
+    although the oldest waiting one is minutes old."
   - "Gaps are looked for as PostgreSQL's recovery would read the archive: along the timeline path to the latest
     timeline (timeline history files C(<prefix>/wal/<TLI>.history)), the segment holding a switch point read from
     the new timeline, a C(.partial) segment never counting. The check runs from the backup chosen by O(since) (its
@@ -25,7 +30,8 @@ description:
     listing; when it is not, that is a gap."
   - "Thresholds fail the task with a message naming what is wrong and what to do; every fact is still returned.
     A gap fails with O(fail_on_gap); an archive lag above O(max_lag_seconds) on a primary fails."
-  - On a standby, the role is reported and the lag is not measured (the primary archives).
+  - "On a standby, the role is reported and the lag is not measured (the primary archives), unless the standby runs
+    with C(archive_mode=always): then it archives the WAL it receives and its own lag is measured and checked."
   - With O(query_server=false), or when the server is down and O(fail_on_unreachable=false), only S3 is read.
   - "The module never writes, deletes or tags anything: its S3 client only allows C(HeadBucket), C(HeadObject),
     C(GetObject) and C(ListObjectsV2) and its SQL only reads. It always reports C(changed=false)."
@@ -74,10 +80,15 @@ options:
     default: oldest_backup
   max_lag_seconds:
     description:
-      - Fail when the archiving of a primary lags by more than this many seconds (seconds since the last
-        archived file while WAL waits to be archived), when WAL waits and nothing was ever archived, or when
-        C(archive_mode) is off.
-      - Expect a lag up to the server's C(archive_timeout) on a busy server; set this above it.
+      - Fail when the oldest WAL file waiting to be archived (the oldest C(.ready) file, RV(lag.oldest_ready)) has
+        waited more than this many seconds (RV(lag.seconds)), or when C(archive_mode) is off on a primary.
+        Nothing waiting (an idle server, or archiving that keeps up) never fails, however old the last archived
+        file is.
+      - A healthy server archives a completed segment within seconds; C(archive_timeout) does not add to this lag
+        (the segment being written is not waiting yet, see RV(lag.data_at_risk_bytes)).
+      - Also fails when the C(.ready) files cannot be listed (the login role is neither a superuser nor a member of
+        C(pg_monitor)), since the threshold cannot be checked; the message says so.
+      - Checked on a primary, and on a standby with C(archive_mode=always); elsewhere a warning says it was not.
       - Not set (the default), the lag is only reported.
     type: int
   fail_on_gap:
@@ -97,8 +108,16 @@ attributes:
 notes:
   - It runs where both boto3 and a PostgreSQL driver are installed, normally the database host (the WAL agent
     needs boto3 there anyway). With O(query_server=false) no driver is needed.
-  - Counting the C(.ready) files uses C(pg_ls_archive_statusdir()) (PostgreSQL 12+), which needs a superuser or
-    the C(pg_monitor) role; without it RV(lag.segments) is V(null) with a warning.
+  - Listing the C(.ready) files uses C(pg_ls_archive_statusdir()) (PostgreSQL 12+), which needs a superuser or
+    the C(pg_monitor) role; without it the lag (RV(lag.seconds), RV(lag.segments), RV(lag.bytes)),
+    RV(archiver.ready_count) and RV(archiver.oldest_ready) are V(null), RV(lag.error) says why, a warning tells
+    how to grant it, and O(max_lag_seconds) fails.
+  - The age of a waiting file is the server's C(now()) minus the modification time of its C(.ready) file, which
+    PostgreSQL writes once when the file is complete; both come from the database host's clock.
+  - "How old the oldest WAL not yet archived is cannot be known exactly: PostgreSQL does not record when a record
+    was written. RV(lag.seconds) is a lower bound for the data in the waiting files (their first records are older
+    than their completion); the data of the segment being written (RV(lag.data_at_risk_bytes)) is at most about
+    C(archive_timeout) old when that is set, as PostgreSQL then switches to a new segment."
   - The credentials need C(s3:ListBucket) and C(s3:GetObject) on the bucket and C(kms:Decrypt) on the key of the
     catalog records and history files.
   - The time of an archived segment is the C(LastModified) time of its S3 object.
@@ -246,34 +265,79 @@ archiver:
       type: str
       sample: "2026-11-01T00:00:00.000000Z"
     ready_count:
-      description: Files waiting to be archived (C(pg_wal/archive_status/*.ready)); V(null) when they could not be
-        listed.
+      description: Files waiting to be archived (C(pg_wal/archive_status/*.ready)) - segments, C(.partial), C(.backup)
+        and timeline history files; V(null) when they could not be listed.
       type: int
       sample: 0
+    oldest_ready:
+      description: The file that has waited longest (oldest C(.ready) file); V(null) when none waits or they could
+        not be listed.
+      type: str
+      sample: null
+    oldest_ready_time:
+      description: Since when it waits (modification time of its C(.ready) file, ISO 8601 UTC).
+      type: str
+      sample: null
+    oldest_ready_age_seconds:
+      description: How long it has waited (the server's C(now()) minus RV(archiver.oldest_ready_time)).
+      type: float
+      sample: null
 lag:
-  description: The archive lag of a primary; V(null) on a standby or when the server was not read.
+  description:
+    - The archive lag of a primary (or of a standby with C(archive_mode=always)), from the C(.ready) files of
+      C(pg_wal/archive_status).
+    - V(null) on other standbys and when the server was not read.
   returned: success or failure of a threshold
   type: dict
   contains:
     seconds:
       description:
-        - Seconds since the last archived file while WAL waits to be archived (C(.ready) files, or the segment
-          being written is newer than the last archived one), else V(0).
-        - V(null) when nothing was archived since C(stats_reset).
+        - How long the oldest file waiting to be archived (RV(lag.oldest_ready)) has waited; V(0) when none waits,
+          however long ago the last file was archived.
+        - V(null) when the C(.ready) files could not be listed (RV(lag.error)).
+        - Formerly the time since the last archived file whenever WAL was written after it, which
+          grew on an idle server and stayed small while archiving fell behind.
       type: float
-      sample: 42.5
+      sample: 0.0
     segments:
-      description: Files waiting to be archived (C(.ready) files).
+      description:
+        - WAL segments waiting to be archived (C(.ready) segment files; history, C(.partial) and C(.backup) files
+          not counted, see RV(archiver.ready_count)). V(null) when they could not be listed.
       type: int
       sample: 0
     bytes:
-      description: WAL bytes from the end of the last archived segment to the current position (never negative).
+      description:
+        - RV(lag.segments) times the segment size - the WAL complete but not archived. V(null) when the C(.ready)
+          files could not be listed.
+        - Formerly the bytes from the end of the last archived segment to the current position, now
+          RV(lag.data_at_risk_bytes).
+      type: int
+      sample: 0
+    pending:
+      description:
+        - Whether a file waits to be archived (any C(.ready) file); V(null) when they could not be listed.
+        - Formerly also true whenever the segment being written was newer than the last archived one,
+          i.e. almost always.
+      type: bool
+      sample: false
+    oldest_ready:
+      description: The file that has waited longest; V(null) when none waits.
+      type: str
+      sample: null
+    data_at_risk_bytes:
+      description:
+        - WAL written after the last archived segment, in no archived segment yet - the waiting segments and the
+          segment being written (C(pg_current_wal_lsn()) minus the end of RV(archiver.last_archived_wal), or minus
+          its start for a C(.partial) file). What losing the server now would lose from the archive.
+        - A primary only; V(null) when the last archived file is not a segment (a history or backup history file,
+          or nothing since C(stats_reset)).
+        - How old that data is cannot be known exactly (see the notes).
       type: int
       sample: 1048576
-    pending:
-      description: Whether WAL waits to be archived; V(null) when it cannot be told.
-      type: bool
-      sample: true
+    error:
+      description: Why the lag could not be measured (the C(.ready) files could not be listed); V(null) when it was.
+      type: str
+      sample: null
 archive:
   description: The WAL archive in S3.
   returned: success or failure of a threshold
@@ -412,11 +476,13 @@ recoverable_window:
 findings:
   description:
     - Every problem seen, as C({check, message}). Only gaps (with O(fail_on_gap)) and the lag (with
-      O(max_lag_seconds)) fail the task.
+      O(max_lag_seconds), checks C(lag) and C(lag_unmeasured)) fail the task.
     - "Checks: C(gap), C(history) (missing or damaged timeline history file), C(last_archived_missing),
       C(no_backup), C(backup_timeline) (the backup is not on the timeline path), C(backup_wal), C(timeline)
       (the archive has a newer timeline than this primary), C(archive_mode), C(archive_failing) (the last
-      attempt failed), C(lag), C(server) (not reachable)."
+      attempt failed), C(lag) (the oldest waiting file is older than O(max_lag_seconds), or C(archive_mode) is off),
+      C(lag_unmeasured) (O(max_lag_seconds) is set but the C(.ready) files could not be listed), C(server) (not
+      reachable)."
   returned: success or failure of a threshold
   type: list
   elements: dict

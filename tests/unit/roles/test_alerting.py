@@ -76,6 +76,7 @@ DR_METRICS = {
     "rtx_dr_backup_last_verified_timestamp_seconds", "rtx_dr_backup_last_verify_success",
     "rtx_dr_wal_archive_last_archived_timestamp_seconds", "rtx_dr_wal_archive_failed_total",
     "rtx_dr_wal_archive_last_failed_timestamp_seconds", "rtx_dr_wal_archive_ready_segments",
+    "rtx_dr_wal_archive_oldest_ready_timestamp_seconds",
     "rtx_dr_wal_archive_enabled", "rtx_dr_restore_drill_last_success_timestamp_seconds",
     "rtx_dr_replication_lag_bytes", "rtx_dr_replication_lag_seconds", "rtx_dr_sync_standbys",
     "rtx_dr_pg_is_primary", "rtx_dr_pg_up", "rtx_dr_last_failover_timestamp_seconds",

@@ -13,6 +13,7 @@ import datetime
 import http.server
 import io
 import json
+import os
 import re
 import threading
 import time
@@ -295,7 +296,37 @@ def test_run_on_the_primary_exports_dr_metrics_and_writes_history(dr_database, t
     assert value("rtx_dr_last_failover_timestamp_seconds", kind="region") == 0
     assert value("rtx_dr_replication_lag_bytes", standby="rtxtest_standby") >= 0
     assert value("rtx_dr_wal_archive_enabled") == 0 and value("rtx_dr_wal_archive_ready_segments") == 0
+    assert value("rtx_dr_wal_archive_oldest_ready_timestamp_seconds") == 0  # nothing waits
+    assert document["dr"]["wal_archive"]["oldest_ready"] is None
     assert value("rtx_dr_health_history_write_success") == 1
+
+
+def test_dr_metrics_export_since_when_the_oldest_ready_file_waits(pg_cluster):
+    """The archive lag metric is the oldest .ready file's time (walstatus.read_ready), not last_archived_time."""
+    status_dir = os.path.join(pg_cluster.primary_dir, "pg_wal", "archive_status")
+    planted = {"0000007F00000000000000B1": 7200, "0000007F00000000000000B2": 30}  # no such segments in pg_wal
+    try:
+        for name, age in planted.items():
+            path = os.path.join(status_dir, name + ".ready")
+            with open(path, "w", encoding="utf-8"):
+                pass
+            when = time.time() - age
+            os.utime(path, (when, when))
+        params = dict(pg_cluster.params(), dr_db="postgres", dr_schema="dr")
+        facts = health_agent.collect_dr_metrics(params)
+        assert facts["error"] is None, facts
+        archive = facts["wal_archive"]
+        assert archive["ready_segments"] == 2 and archive["oldest_ready"] == "0000007F00000000000000B1"
+        assert abs(archive["oldest_ready_time"] - (time.time() - 7200)) < 60
+        document = {"timestamp": time.time(), "duration_seconds": 0.1, "status": "ok", "checks": [], "dr": facts}
+        metrics = parse_textfile(health_agent.format_textfile(health_agent.metric_samples(document)))
+        assert metrics[("rtx_dr_wal_archive_oldest_ready_timestamp_seconds", frozenset())] == \
+            archive["oldest_ready_time"]
+    finally:
+        for name in planted:
+            path = os.path.join(status_dir, name + ".ready")
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def test_run_on_the_standby_reports_it_and_exports_no_primary_metrics(dr_database, tmp_path):

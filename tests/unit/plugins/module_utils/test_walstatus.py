@@ -45,16 +45,30 @@ def archiver_row(last=None, last_time=None, failed=0, last_failed=None, failed_t
             "stats_reset": T0, "now": now}
 
 
-def server_script(in_recovery=False, archiver=None, ready=0, lsn="0/7000100", walfile=None, timeline=1,
+def ready_row(files=()):
+    """The answer to walstatus.READY_SQL for ``.ready`` files ``[(name, seconds_waiting)]`` at NOW."""
+    files = list(files)
+    oldest = max(files, key=lambda item: (item[1], item[0])) if files else (None, None)
+    return [{"ready_count": len(files), "ready_segments": sum(1 for n, _age in files if len(n) == 24),
+             "oldest_ready": oldest[0],
+             "oldest_ready_time": NOW - datetime.timedelta(seconds=oldest[1]) if files else None}]
+
+
+def waiting(first_segno, count, oldest_age, timeline=1):
+    """``count`` .ready segments from ``first_segno``, the first waiting ``oldest_age`` s, each next 1 s less."""
+    return [(name(timeline, first_segno + i), oldest_age - i) for i in range(count)]
+
+
+def server_script(in_recovery=False, archiver=None, ready=(), lsn="0/7000100", walfile=None, timeline=1,
                   archive_mode="on", segment_size=SEG):
-    """Answers of a primary (or standby) for read_server()."""
+    """Answers of a primary (or standby) for read_server(); ``ready``: .ready files (:func:`ready_row`) or an error."""
     settings = [{"name": "archive_mode", "setting": archive_mode}, {"name": "archive_timeout", "setting": "60"},
                 {"name": "wal_segment_size", "setting": str(segment_size)}]
     script = [
         ("pg_catalog.pg_settings", settings),
         ("pg_is_in_recovery", [{"r": in_recovery}]),
         ("pg_stat_archiver", [archiver or archiver_row()]),
-        ("pg_ls_archive_statusdir", ready if isinstance(ready, Exception) else [{"ready": ready}]),
+        ("pg_ls_archive_statusdir", ready if isinstance(ready, Exception) else ready_row(ready)),
         ("pg_control_checkpoint", [{"timeline_id": timeline}]),
     ]
     if not in_recovery:
@@ -194,17 +208,22 @@ def test_check_options_errors(overrides, words):
 
 def test_read_server_primary():
     archiver = archiver_row(name(1, 6), NOW - datetime.timedelta(seconds=30))
-    conn = ScriptedConnection(server_script(archiver=archiver, ready=2, lsn="0/7000100", timeline=1))
+    ready = [(name(1, 5), 40.0), ("00000002.history", 12.5)]
+    conn = ScriptedConnection(server_script(archiver=archiver, ready=ready, lsn="0/7000100", timeline=1))
     server, facts, warnings = walstatus.read_server(conn)
     assert warnings == []
     assert server == {"queried": True, "reachable": True, "error": None, "in_recovery": False, "timeline": 1,
                       "current_lsn": "0/7000100", "current_wal": name(1, 7), "archive_mode": "on",
                       "archive_timeout": 60, "wal_segment_size": SEG, "now": NOW}
-    assert facts["last_archived_wal"] == name(1, 6) and facts["ready_count"] == 2
+    assert facts["last_archived_wal"] == name(1, 6) and facts["ready_count"] == 2 and facts["ready_segments"] == 1
+    assert facts["oldest_ready"] == name(1, 5) and facts["oldest_ready_age_seconds"] == 40.0
     assert facts["archived_count"] == 10 and facts["failed_count"] == 0
-    assert facts["stats_reset"] == T0
-    assert any("WHERE name LIKE '%.ready'" in q for q in conn.queries)
-    assert walstatus.archiver_result(facts)["last_archived_time"] == "2026-11-27T03:19:30.000000Z"
+    assert facts["stats_reset"] == T0 and facts["ready_error"] is None
+    assert any("pg_ls_archive_statusdir() WHERE name LIKE '%.ready'" in q for q in conn.queries)
+    shown = walstatus.archiver_result(facts)
+    assert set(shown) == set(walstatus.ARCHIVER_KEYS)
+    assert shown["last_archived_time"] == "2026-11-27T03:19:30.000000Z"
+    assert shown["oldest_ready_time"] == "2026-11-27T03:19:20.000000Z"
     assert walstatus.server_result(server)["now"] == "2026-11-27T03:20:00.000000Z"
 
 
@@ -220,9 +239,13 @@ def test_read_server_standby_and_missing_privilege():
     server, facts, warnings = walstatus.read_server(conn)
     assert server["in_recovery"] is True and server["timeline"] == 3
     assert server["current_lsn"] is None and server["current_wal"] is None
-    assert facts["ready_count"] is None
-    assert len(warnings) == 1 and "pg_ls_archive_statusdir() needs PostgreSQL 12+ and pg_monitor" in warnings[0]
-    assert "it is reported as null" in warnings[0]
+    assert facts["ready_count"] is None and facts["oldest_ready"] is None and facts["oldest_ready_age_seconds"] is None
+    assert "denied" in facts["ready_error"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("Could not list the .ready files of pg_wal/archive_status with "
+                                  "pg_ls_archive_statusdir() (superuser or pg_monitor only): PostgreSQL query failed: "
+                                  "denied. The archive lag is not measured")
+    assert "GRANT pg_monitor TO <login_user>" in warnings[0]
     assert not any("pg_current_wal_lsn" in q for q in conn.queries)
 
 
@@ -247,55 +270,87 @@ def test_query_server_unreachable():
 # --------------------------------------------------------------------------
 
 
-def lag_of(current_wal, last, ready=0, lsn=None, last_time=NOW - datetime.timedelta(seconds=90), in_recovery=False):
-    server = {"in_recovery": in_recovery, "current_wal": current_wal, "current_lsn": lsn, "now": NOW}
-    archiver = {"last_archived_wal": last, "last_archived_time": last_time if last else None, "ready_count": ready}
+def lag_of(last, ready=(), lsn="0/7000100", in_recovery=False, archive_mode="on", listed=True):
+    """archive_lag() of facts as read_server() returns them (``ready``: ``[(name, seconds_waiting)]``)."""
+    server = {"in_recovery": in_recovery, "current_lsn": None if in_recovery else lsn, "now": NOW,
+              "archive_mode": archive_mode}
+    archiver = {"last_archived_wal": last, "last_archived_time": NOW - datetime.timedelta(seconds=90) if last else None,
+                "ready_error": None if listed else "PostgreSQL query failed: permission denied",
+                "oldest_ready_age_seconds": None}
+    if listed:
+        row = ready_row(ready)[0]
+        archiver.update(row)
+        if row["oldest_ready_time"] is not None:
+            archiver["oldest_ready_age_seconds"] = (NOW - row["oldest_ready_time"]).total_seconds()
+    else:
+        archiver.update(ready_count=None, ready_segments=None, oldest_ready=None, oldest_ready_time=None)
     return walstatus.archive_lag(server, archiver, SEG)
 
 
-def test_lag_idle_primary_after_a_switch():
-    # pg_current_wal_lsn() at the start of segment 7 names segment 6, which is archived: nothing waits.
-    lag = lag_of(name(1, 6), name(1, 6), lsn="0/7000000")
-    assert lag == {"seconds": 0.0, "segments": 0, "bytes": 0, "pending": False}
+def test_lag_idle_primary():
+    # Nothing written since segment 6 was archived 90 s ago (or 3 h ago: the age of the last archived file does
+    # not matter): nothing waits, no lag.
+    lag = lag_of(name(1, 6), lsn="0/7000000")
+    assert lag == {"seconds": 0.0, "segments": 0, "bytes": 0, "pending": False, "oldest_ready": None,
+                   "data_at_risk_bytes": 0, "error": None}
 
 
-def test_lag_busy_primary():
-    lag = lag_of(name(1, 7), name(1, 6), lsn="0/7000100")
-    assert lag == {"seconds": 90.0, "segments": 0, "bytes": 0x100, "pending": True}
+def test_lag_busy_primary_that_keeps_up():
+    # Segment 7 is being written: its data is at risk, but nothing waits for the archiver.
+    lag = lag_of(name(1, 6), lsn="0/7000100")
+    assert lag["seconds"] == 0.0 and lag["pending"] is False and lag["segments"] == 0
+    assert lag["data_at_risk_bytes"] == 0x100
 
 
-def test_lag_ready_files_waiting():
-    lag = lag_of(name(1, 9), name(1, 6), ready=2, lsn="0/9800000")
-    assert lag["pending"] is True and lag["segments"] == 2 and lag["seconds"] == 90.0
-    assert lag["bytes"] == 0x9800000 - 0x7000000
-    # .ready files alone (e.g. a .backup file waits) are enough
-    assert lag_of(name(1, 6), name(1, 6), ready=1, lsn="0/7000000")["pending"] is True
+def test_lag_is_the_age_of_the_oldest_ready_file():
+    lag = lag_of(name(1, 6), ready=waiting(7, 2, 300.0), lsn="0/9800000")
+    assert lag == {"seconds": 300.0, "segments": 2, "bytes": 2 * SEG, "pending": True, "oldest_ready": name(1, 7),
+                   "data_at_risk_bytes": 0x9800000 - 0x7000000, "error": None}
+    # archived a second ago does not make the oldest waiting file younger
+    assert lag_of(name(1, 8), ready=waiting(9, 40, 308.0), lsn="0/32000000")["seconds"] == 308.0
+
+
+def test_lag_counts_only_segments_in_segments_and_bytes():
+    # a waiting timeline history or backup history file is a waiting file (seconds, pending), not a segment
+    lag = lag_of(name(1, 6), ready=[("00000002.history", 20.0), (name(1, 3) + ".00000028.backup", 5.0)],
+                 lsn="0/7000000")
+    assert lag["pending"] is True and lag["seconds"] == 20.0 and lag["oldest_ready"] == "00000002.history"
+    assert lag["segments"] == 0 and lag["bytes"] == 0
 
 
 def test_lag_never_archived():
-    lag = lag_of(name(1, 3), None, ready=2, lsn="0/3000100")
-    assert lag == {"seconds": None, "segments": 2, "bytes": None, "pending": True}
+    lag = lag_of(None, ready=waiting(1, 2, 50.0), lsn="0/3000100")
+    assert lag["seconds"] == 50.0 and lag["segments"] == 2 and lag["pending"] is True
+    assert lag["data_at_risk_bytes"] is None  # no last archived segment to count from
     # a fresh cluster whose first segment is not complete yet does not lag
-    assert lag_of(name(1, 1), None, ready=0, lsn="0/1000100")["seconds"] == 0.0
+    assert lag_of(None, lsn="0/1000100")["seconds"] == 0.0
 
 
-def test_lag_after_history_partial_and_backup_files():
-    # a history file says nothing about segments: the .ready count decides; unknown without it
-    assert lag_of(name(2, 5), "00000002.history", ready=0, lsn="0/5000200")["pending"] is False
-    lag = lag_of(name(2, 5), "00000002.history", ready=None, lsn="0/5000200")
-    assert lag["pending"] is None and lag["seconds"] == 90.0 and lag["bytes"] is None
-    # the old timeline's .partial of segment 5: the new timeline's segment 5 is newer
-    lag = lag_of(name(2, 5), name(1, 5) + ".partial", ready=0, lsn="0/5000200")
-    assert lag["pending"] is True and lag["bytes"] == 0
+def test_data_at_risk_after_history_partial_and_backup_files():
+    # a history file says nothing about segments
+    assert lag_of("00000002.history", lsn="0/5000200")["data_at_risk_bytes"] is None
+    # the old timeline's .partial of segment 5 does not hold the new timeline's segment 5: counted from its start
+    assert lag_of(name(1, 5) + ".partial", lsn="0/5000200")["data_at_risk_bytes"] == 0x200
     # a backup history file names the backup's start segment: no byte count from it
-    lag = lag_of(name(1, 4), name(1, 3) + ".00000028.backup", ready=0, lsn="0/4000100")
-    assert lag["pending"] is True and lag["bytes"] is None
+    assert lag_of(name(1, 3) + ".00000028.backup", lsn="0/4000100")["data_at_risk_bytes"] is None
+    # never negative
+    assert lag_of(name(1, 6), lsn="0/6000100")["data_at_risk_bytes"] == 0
 
 
-def test_lag_never_negative_and_not_on_a_standby():
-    lag = lag_of(name(1, 6), name(1, 6), lsn="0/6000100", last_time=NOW + datetime.timedelta(seconds=5), ready=1)
-    assert lag["seconds"] == 0.0 and lag["bytes"] == 0
-    assert lag_of(None, name(1, 6), in_recovery=True) is None
+def test_lag_without_permission_is_unknown_not_guessed():
+    lag = lag_of(name(1, 6), lsn="0/9000000", listed=False)
+    assert lag["seconds"] is None and lag["segments"] is None and lag["bytes"] is None and lag["pending"] is None
+    assert lag["error"] == "PostgreSQL query failed: permission denied"
+    assert lag["data_at_risk_bytes"] == 0x2000000  # pg_current_wal_lsn() needs no privilege
+
+
+def test_lag_on_standbys():
+    # archive_mode=on: the standby does not archive (the primary does)
+    assert lag_of(name(1, 6), in_recovery=True) is None
+    assert lag_of(name(1, 6), in_recovery=True, archive_mode="off") is None
+    # archive_mode=always: it archives what it receives; its .ready files are its lag
+    lag = lag_of(name(1, 6), ready=waiting(7, 1, 75.0), in_recovery=True, archive_mode="always")
+    assert lag["seconds"] == 75.0 and lag["oldest_ready"] == name(1, 7) and lag["data_at_risk_bytes"] is None
     assert walstatus.archive_lag({"in_recovery": False}, None) is None
     assert walstatus.archive_lag(None, {}) is None
 
@@ -314,7 +369,9 @@ def test_healthy_primary(s3_client, aws_params, bucket, archive):
     assert set(result) == set(walstatus.RESULT_KEYS)
     assert result["ok"] is True and result["findings"] == [] and result["gaps"] == []
     assert result["role"] == "primary"
-    assert result["lag"] == {"seconds": 20.0, "segments": 0, "bytes": 0x100, "pending": True}
+    assert result["lag"] == {"seconds": 0.0, "segments": 0, "bytes": 0, "pending": False, "oldest_ready": None,
+                             "data_at_risk_bytes": 0x100, "error": None}
+    assert result["archiver"]["ready_count"] == 0 and result["archiver"]["oldest_ready"] is None
     assert result["archiver"]["last_archived_wal"] == name(1, 7)
     assert result["backups"] == {"complete": 2, "oldest": archive["old"]["backup_id"],
                                  "latest": archive["new"]["backup_id"]}
@@ -407,49 +464,129 @@ def test_standby(s3_client, aws_params, bucket, archive):
     assert error is None and result["role"] == "standby" and result["lag"] is None
     assert result["archive"]["last_archived_wal_in_s3"] is None
     assert warnings == ["max_lag_seconds was not checked: archiving happens on the primary and this server is a "
-                        "standby"]
+                        "standby (archive_mode on; only a standby with archive_mode=always archives)"]
 
 
-def test_lag_over_the_threshold_fails(s3_client, aws_params, bucket, archive):
-    archiver = archiver_row(name(1, 7), NOW - datetime.timedelta(seconds=425), failed=12, last_failed=name(1, 8),
-                            failed_time=NOW - datetime.timedelta(seconds=5))
-    script = server_script(archiver=archiver, ready=3, lsn="0/A800000")
+def test_idle_primary_never_fails_the_lag_threshold(s3_client, aws_params, bucket, archive):
+    # Segment 7 was archived 3 hours ago and nothing was written since: nothing waits, nothing to alarm about.
+    archiver = archiver_row(name(1, 7), NOW - datetime.timedelta(hours=3))
+    result, warnings, error = status(s3_client, aws_params, bucket, server_script(archiver=archiver, lsn="0/8000000"),
+                                     max_lag_seconds=60)
+    assert error is None and warnings == [] and result["ok"] is True
+    assert result["lag"]["seconds"] == 0.0 and result["lag"]["pending"] is False
+    assert result["lag"]["data_at_risk_bytes"] == 0
+    # a few records written since (e.g. a checkpoint's): at risk until the next switch, but still nothing waits
+    result, _warnings, error = status(s3_client, aws_params, bucket, server_script(archiver=archiver, lsn="0/8000060"),
+                                      max_lag_seconds=60)
+    assert error is None and result["lag"]["seconds"] == 0.0 and result["lag"]["data_at_risk_bytes"] == 0x60
+
+
+def test_one_old_ready_file_fails_the_threshold_naming_it(s3_client, aws_params, bucket, archive):
+    archiver = archiver_row(name(1, 7), NOW - datetime.timedelta(seconds=700))
+    script = server_script(archiver=archiver, ready=[(name(1, 8), 425.0)], lsn="0/9000100")
     result, _warnings, error = status(s3_client, aws_params, bucket, script, max_lag_seconds=300)
-    assert result["lag"] == {"seconds": 425.0, "segments": 3, "bytes": 0xA800000 - 0x8000000, "pending": True}
-    assert checks(result) == ["archive_failing", "lag"]
-    assert error.msg.startswith("WAL archiving lag: WAL archiving lags by 425.0 s (max_lag_seconds=300); "
-                                "3 file(s) waiting in pg_wal/archive_status (.ready); %d bytes of WAL not archived; "
-                                "last archived %s at 2026-11-27T03:12:55.000000Z; failed_count 12, last failed %s "
-                                "at 2026-11-27T03:19:55.000000Z" % (0xA800000 - 0x8000000, name(1, 7), name(1, 8)))
+    assert result["lag"] == {"seconds": 425.0, "segments": 1, "bytes": SEG, "pending": True,
+                             "oldest_ready": name(1, 8), "data_at_risk_bytes": 0x1000100, "error": None}
+    assert result["archiver"]["oldest_ready"] == name(1, 8)
+    assert result["archiver"]["oldest_ready_time"] == "2026-11-27T03:12:55.000000Z"
+    assert result["archiver"]["oldest_ready_age_seconds"] == 425.0
+    assert checks(result) == ["lag"]
+    assert error.msg == (
+        "WAL archiving lag: the oldest WAL file waiting to be archived, %s, has waited 425.0 s "
+        "(pg_wal/archive_status/%s.ready since 2026-11-27T03:12:55.000000Z), more than max_lag_seconds=300; "
+        "1 file(s) wait to be archived, 1 of them WAL segments (16777216 bytes); last archived %s at "
+        "2026-11-27T03:08:20.000000Z; no failed attempt since 2026-11-20T02:00:00.000000Z: the archive_command "
+        "succeeds but does not keep up, or hangs" % (name(1, 8), name(1, 8), name(1, 7)))
     assert "archive_command" in error.hint and "endpoint" in error.hint
     assert error.details["lag"]["seconds"] == 425.0
+    # under the threshold: reported, not failed; no threshold: no lag finding
+    for overrides in ({"max_lag_seconds": 500}, {}):
+        result, _warnings, error = status(s3_client, aws_params, bucket, script, **overrides)
+        assert error is None and checks(result) == [] and result["lag"]["seconds"] == 425.0
+
+
+def test_lag_threshold_with_a_failing_archive_command(s3_client, aws_params, bucket, archive):
+    archiver = archiver_row(name(1, 7), NOW - datetime.timedelta(seconds=425), failed=12, last_failed=name(1, 8),
+                            failed_time=NOW - datetime.timedelta(seconds=5))
+    script = server_script(archiver=archiver, ready=waiting(8, 3, 420.0), lsn="0/A800000")
+    result, _warnings, error = status(s3_client, aws_params, bucket, script, max_lag_seconds=300)
+    assert result["lag"]["seconds"] == 420.0 and result["lag"]["segments"] == 3 and result["lag"]["bytes"] == 3 * SEG
+    assert result["lag"]["data_at_risk_bytes"] == 0xA800000 - 0x8000000
+    assert checks(result) == ["archive_failing", "lag"]
+    assert error.msg.startswith("WAL archiving lag: the oldest WAL file waiting to be archived, %s, has waited "
+                                "420.0 s" % name(1, 8))
+    assert error.msg.endswith("3 file(s) wait to be archived, 3 of them WAL segments (%d bytes); last archived %s at "
+                              "2026-11-27T03:12:55.000000Z; last failure: %s at 2026-11-27T03:19:55.000000Z "
+                              "(failed_count 12 since 2026-11-20T02:00:00.000000Z)"
+                              % (3 * SEG, name(1, 7), name(1, 8)))
     failing = result["findings"][0]["message"]
     assert failing.startswith("archive_command is failing: last failure %s at 2026-11-27T03:19:55.000000Z "
                               "(failed_count 12 since 2026-11-20T02:00:00.000000Z)" % name(1, 8))
     # under the threshold: reported, not failed
     result, _warnings, error = status(s3_client, aws_params, bucket, script, max_lag_seconds=500)
     assert error is None and checks(result) == ["archive_failing"]
-    # no threshold: no lag finding
-    result, _warnings, error = status(s3_client, aws_params, bucket, script)
-    assert error is None and checks(result) == ["archive_failing"]
+
+
+def test_archiving_that_falls_behind_while_succeeding_fails(s3_client, aws_params, bucket, archive):
+    # The benchmark's case: a segment is archived every second, but 40 wait and the oldest for 308 s.
+    archiver = archiver_row(name(1, 7), NOW - datetime.timedelta(seconds=1))
+    script = server_script(archiver=archiver, ready=waiting(8, 40, 308.0), lsn="0/30000100")
+    result, _warnings, error = status(s3_client, aws_params, bucket, script, max_lag_seconds=120)
+    assert result["lag"]["seconds"] == 308.0 and result["lag"]["segments"] == 40
+    assert checks(result) == ["lag"] and "%s, has waited 308.0 s" % name(1, 8) in error.msg
 
 
 def test_lag_and_gap_fail_together(s3_client, aws_params, bucket, archive):
     s3_client.delete_object(Bucket=bucket, Key="%s00000001/%s.zst" % (WAL, name(1, 6)))
     archiver = archiver_row(name(1, 7), NOW - datetime.timedelta(seconds=1000))
-    result, _warnings, error = status(s3_client, aws_params, bucket, server_script(archiver=archiver, ready=1),
-                                      max_lag_seconds=60)
+    script = server_script(archiver=archiver, ready=[(name(1, 8), 1000.0)], lsn="0/9000000")
+    result, _warnings, error = status(s3_client, aws_params, bucket, script, max_lag_seconds=60)
     assert checks(result) == ["gap", "lag"]
     assert error.msg.startswith("WAL archive gap (fail_on_gap): ")
-    assert ". WAL archiving lag: WAL archiving lags by 1000.0 s" in error.msg
+    assert ". WAL archiving lag: the oldest WAL file waiting to be archived, %s, has waited 1000.0 s" % name(1, 8) \
+        in error.msg
     assert "backup_incremental.yml" in error.hint and "archive_command" in error.hint
 
 
 def test_never_archived_with_waiting_wal_fails_the_lag_threshold(s3_client, aws_params, bucket, archive):
-    script = server_script(archiver=archiver_row(), ready=4, lsn="0/8000100")
+    script = server_script(archiver=archiver_row(), ready=waiting(2, 4, 90.0), lsn="0/8000100")
     result, _warnings, error = status(s3_client, aws_params, bucket, script, max_lag_seconds=60)
-    assert result["lag"]["seconds"] is None and result["lag"]["pending"] is True
-    assert "no WAL file was archived since 2026-11-20T02:00:00.000000Z while WAL waits to be archived" in error.msg
+    assert result["lag"]["seconds"] == 90.0 and result["lag"]["pending"] is True
+    assert "; nothing archived since 2026-11-20T02:00:00.000000Z;" in error.msg
+
+
+def test_no_permission_to_list_the_ready_files(s3_client, aws_params, bucket, archive):
+    archiver = archiver_row(name(1, 7), NOW - datetime.timedelta(hours=2))
+    script = server_script(archiver=archiver, ready=PermissionDenied(
+        "permission denied for function pg_ls_archive_statusdir"), lsn="0/9000000")
+    # reported only: a warning, the lag is null (not guessed from last_archived_time)
+    result, warnings, error = status(s3_client, aws_params, bucket, script)
+    assert error is None and result["ok"] is True
+    assert result["lag"]["seconds"] is None and result["lag"]["pending"] is None
+    assert result["lag"]["error"] == ("PostgreSQL query failed: permission denied for function "
+                                      "pg_ls_archive_statusdir")
+    assert result["lag"]["data_at_risk_bytes"] == 0x1000000
+    assert result["archiver"]["ready_count"] is None
+    assert len(warnings) == 1 and "GRANT pg_monitor" in warnings[0]
+    # a threshold that cannot be checked fails and says why and what to do
+    result, _warnings, error = status(s3_client, aws_params, bucket, script, max_lag_seconds=300)
+    assert checks(result) == ["lag_unmeasured"]
+    assert error.msg == ("WAL archiving lag: max_lag_seconds=300 could not be checked: the .ready files of "
+                         "pg_wal/archive_status (the WAL waiting to be archived) could not be listed: PostgreSQL "
+                         "query failed: permission denied for function pg_ls_archive_statusdir")
+    assert "superusers and members of pg_monitor" in error.hint and "GRANT pg_monitor TO <login_user>" in error.hint
+
+
+def test_standby_with_archive_mode_always_is_checked(s3_client, aws_params, bucket, archive):
+    archiver = archiver_row(name(1, 6), NOW - datetime.timedelta(seconds=400))
+    script = server_script(in_recovery=True, archive_mode="always", archiver=archiver,
+                           ready=[(name(1, 7), 400.0)])
+    result, warnings, error = status(s3_client, aws_params, bucket, script, max_lag_seconds=300)
+    assert result["role"] == "standby" and warnings == []
+    assert result["lag"]["seconds"] == 400.0 and result["lag"]["data_at_risk_bytes"] is None
+    assert checks(result) == ["lag"] and name(1, 7) in error.msg
+    # the S3 side stays the primary's business
+    assert result["archive"]["last_archived_wal_in_s3"] is None
 
 
 def test_archive_mode_off(s3_client, aws_params, bucket, archive):

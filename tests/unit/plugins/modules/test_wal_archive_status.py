@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -39,18 +40,23 @@ def name(timeline, segno):
     return segment_name(timeline, segno)
 
 
-def primary(last, seconds_ago, ready=0, lsn="0/8000100", in_recovery=False, failed=0):
+def primary(last, seconds_ago, ready=0, ready_age=0, lsn="0/8000100", in_recovery=False, failed=0):
+    """A scripted server: ``ready`` .ready segments after ``last``, the oldest waiting ``ready_age`` s."""
     now = datetime.datetime.now(UTC)
     archiver = {"archived_count": 5, "last_archived_wal": last,
                 "last_archived_time": now - datetime.timedelta(seconds=seconds_ago), "failed_count": failed,
-                "last_failed_wal": None, "last_failed_time": None, "stats_reset": T0, "now": now}
+                "last_failed_wal": name(1, 8) if failed else None,
+                "last_failed_time": now - datetime.timedelta(seconds=3) if failed else None,
+                "stats_reset": T0, "now": now}
+    ready_row = {"ready_count": ready, "ready_segments": ready, "oldest_ready": name(1, 8) if ready else None,
+                 "oldest_ready_time": now - datetime.timedelta(seconds=ready_age) if ready else None}
     script = [
         ("pg_catalog.pg_settings", [{"name": "archive_mode", "setting": "on"},
                                     {"name": "archive_timeout", "setting": "60"},
                                     {"name": "wal_segment_size", "setting": "16777216"}]),
         ("pg_is_in_recovery", [{"r": in_recovery}]),
         ("pg_stat_archiver", [archiver]),
-        ("pg_ls_archive_statusdir", [{"ready": ready}]),
+        ("pg_ls_archive_statusdir", [ready_row]),
         ("pg_control_checkpoint", [{"timeline_id": 1}]),
         ("pg_current_wal_lsn", [{"lsn": lsn, "walfile": wal_segment_name(1, lsn, end_position=True)}]),
     ]
@@ -125,13 +131,15 @@ def test_documentation_matches_argument_spec(doc_matches_spec):
 
 
 def test_healthy_archive_in_check_mode(run_module, monkeypatch, aws_params, bucket, archive, warnings):
-    monkeypatch.setattr(wal_archive_status, "connect", primary(name(1, 7), 12))
+    # segment 7 archived 3 hours ago, segment 8 being written: an idle primary, no lag
+    monkeypatch.setattr(wal_archive_status, "connect", primary(name(1, 7), 3 * 3600))
     args = module_args(aws_params, bucket, max_lag_seconds=300, _ansible_check_mode=True)
     failed, result = run_module(wal_archive_status.main, args)
     assert not failed, result
     assert set(result) == set(RESULT_KEYS) | {"changed"}
     assert result["changed"] is False and result["ok"] is True and result["gaps"] == []
-    assert result["role"] == "primary" and 12 <= result["lag"]["seconds"] < 60
+    assert result["role"] == "primary" and result["lag"]["seconds"] == 0.0 and result["lag"]["pending"] is False
+    assert result["lag"]["data_at_risk_bytes"] == 0x100
     assert result["archive"]["last_archived_wal_in_s3"] is True
     assert result["recoverable_window"]["earliest_lsn"] == "0/2000138"
     assert result["recoverable_window"]["latest_lsn"] == "0/8000000"
@@ -155,13 +163,17 @@ def test_gap_fails_and_keeps_the_facts(run_module, monkeypatch, s3_client, aws_p
 
 
 def test_lag_fails(run_module, monkeypatch, aws_params, bucket, archive):
-    monkeypatch.setattr(wal_archive_status, "connect", primary(name(1, 7), 900, ready=5, failed=3))
+    server = primary(name(1, 7), 900, ready=5, ready_age=600, failed=3, lsn="0/D000100")
+    monkeypatch.setattr(wal_archive_status, "connect", server)
     failed, result = run_module(wal_archive_status.main, module_args(aws_params, bucket, max_lag_seconds=120))
     assert failed
-    assert result["msg"].startswith("WAL archiving lag: WAL archiving lags by 9")
-    assert "(max_lag_seconds=120); 5 file(s) waiting" in result["msg"] and "failed_count 3" in result["msg"]
+    assert result["msg"].startswith("WAL archiving lag: the oldest WAL file waiting to be archived, %s, has waited "
+                                    "600.0 s (pg_wal/archive_status/%s.ready since " % (name(1, 8), name(1, 8)))
+    assert "more than max_lag_seconds=120; 5 file(s) wait to be archived" in result["msg"]
+    assert "last failure: %s at " % name(1, 8) in result["msg"] and "(failed_count 3 since" in result["msg"]
     assert "archive_command" in result["hint"]
-    assert result["lag"]["segments"] == 5
+    assert result["lag"]["segments"] == 5 and result["lag"]["bytes"] == 5 * 16 * 1024 * 1024
+    assert result["archiver"]["oldest_ready"] == name(1, 8) and result["archiver"]["oldest_ready_age_seconds"] == 600
 
 
 def test_standby_warns_that_the_lag_is_not_measured(run_module, monkeypatch, aws_params, bucket, archive,
@@ -228,8 +240,11 @@ def test_real_primary(run_module, pg_cluster, aws_params, bucket, archive, warni
     assert server["archive_mode"] == "off" and server["wal_segment_size"] == 16 * 1024 * 1024
     assert server["now"].endswith("Z")
     assert result["archiver"]["ready_count"] == 0 and result["archiver"]["failed_count"] == 0
+    assert result["archiver"]["oldest_ready"] is None and result["archiver"]["oldest_ready_age_seconds"] is None
     assert [f["check"] for f in result["findings"]] == ["archive_mode"]
-    assert result["lag"] is not None and result["lag"]["segments"] == 0
+    lag = result["lag"]
+    assert lag["segments"] == 0 and lag["seconds"] == 0.0 and lag["pending"] is False and lag["error"] is None
+    assert lag["data_at_risk_bytes"] is None  # archive_mode off: nothing was ever archived
     # archive_mode off fails a lag threshold
     failed, result = run_module(wal_archive_status.main, dict(args, max_lag_seconds=600))
     assert failed and "archive_mode is off on the primary" in result["msg"]
@@ -251,3 +266,59 @@ def test_real_server_down_is_tolerated_when_asked(run_module, pg_cluster, unused
     assert not failed, result
     assert result["server"]["reachable"] is False and result["role"] is None
     assert "Cannot connect to PostgreSQL at 127.0.0.1 port %d" % unused_port in result["server"]["error"]
+
+
+def test_real_primary_old_ready_file(run_module, pg_cluster, aws_params, bucket, archive, warnings):
+    """A .ready file planted an hour old: the server's pg_ls_archive_statusdir() reports it and the lag is its age.
+
+    (archive_mode is off on the throwaway server: nothing archives nor removes it; a threshold fails on
+    archive_mode there, the message naming the file is tested with the scripted server.)
+    """
+    status_dir = os.path.join(pg_cluster.primary_dir, "pg_wal", "archive_status")
+    planted = "0000007F00000000000000A1"  # no such segment in pg_wal: no checkpoint touches it
+    path = os.path.join(status_dir, planted + ".ready")
+    other = os.path.join(status_dir, "0000007F00000000000000A2.ready")
+    try:
+        for item, age in ((path, 3600), (other, 60)):
+            with open(item, "w", encoding="utf-8"):
+                pass
+            if pg_cluster.user is not None:
+                os.chown(item, pg_cluster.user.pw_uid, pg_cluster.user.pw_gid)
+            when = datetime.datetime.now(UTC).timestamp() - age
+            os.utime(item, (when, when))
+        args = dict(pg_cluster.module_args(), **module_args(aws_params, bucket))
+        failed, result = run_module(wal_archive_status.main, args)
+        assert not failed, result
+        assert warnings == []
+        lag = result["lag"]
+        assert lag["oldest_ready"] == planted and lag["segments"] == 2 and lag["pending"] is True
+        assert 3595 <= lag["seconds"] <= 3700, lag
+        assert lag["bytes"] == 2 * 16 * 1024 * 1024
+        assert result["archiver"]["ready_count"] == 2 and result["archiver"]["oldest_ready"] == planted
+        assert result["archiver"]["oldest_ready_time"].endswith("Z")
+    finally:
+        for item in (path, other):
+            if os.path.exists(item):
+                os.unlink(item)
+
+
+def test_real_primary_without_pg_monitor(run_module, pg_cluster, aws_params, bucket, archive, warnings):
+    """A login role that may not call pg_ls_archive_statusdir(): the lag is null, the warning says how to fix it."""
+    role = "rtxtest_nomonitor"
+    password = "rtx-nomonitor-secret"
+    pg_cluster.sql(pg_cluster.primary_port, "DROP ROLE IF EXISTS %s" % role)
+    pg_cluster.sql(pg_cluster.primary_port, "CREATE ROLE %s LOGIN PASSWORD '%s'" % (role, password))
+    try:
+        args = dict(pg_cluster.module_args(login_user=role, login_password=password),
+                    **module_args(aws_params, bucket))
+        failed, result = run_module(wal_archive_status.main, args)
+        assert not failed, result
+        assert result["role"] == "primary"
+        lag = result["lag"]
+        assert lag["seconds"] is None and lag["segments"] is None and lag["pending"] is None
+        assert "permission denied" in lag["error"] and "pg_ls_archive_statusdir" in lag["error"]
+        assert result["archiver"]["ready_count"] is None
+        ready_warnings = [w for w in warnings if "pg_ls_archive_statusdir()" in w]
+        assert len(ready_warnings) == 1 and "GRANT pg_monitor TO <login_user>" in ready_warnings[0]
+    finally:
+        pg_cluster.sql(pg_cluster.primary_port, "DROP ROLE IF EXISTS %s" % role)
