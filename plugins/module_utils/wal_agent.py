@@ -39,6 +39,22 @@ reads the archives in ``fetch_order`` (``primary_first`` default, ``replica_firs
 ``primary_only``, ``replica_only``; ``fetch --order`` overrides it): a file missing in one, or an
 archive that fails, is read from the next.
 
+Batching (module_utils/walspool.py), in the ``wal`` section: ``push_batch`` (default 1) files
+per call at most, ``push_parallel`` (default 1) uploads at a time and ``spool_dir`` (needed when
+``push_batch`` > 1; a directory the server's user owns, outside the data directory). A ``push %p``
+then also pushes the next files waiting in ``pg_wal/archive_status`` and leaves a marker for each;
+PostgreSQL's later call for such a file is answered from the marker after its size and SHA256
+are checked against the local file, without any S3 request.
+
+Streaming mode (module_utils/walstream.py), in the ``wal`` section: ``stream_dir`` (pg_receivewal's spool,
+owned by the server's user, outside the data directory), ``stream_interval`` (default 1 s), ``receivewal_path``
+and ``fetch_streamed_partial``. ``stream-receive`` runs pg_receivewal into ``stream_dir`` while the local
+server is the primary; ``stream-upload`` pushes the completed segments it leaves there and uploads the partial
+one to ``<prefix>/wal-stream/`` every ``stream_interval`` (both run as services, until SIGTERM; they log one
+line per problem). They connect to the local server with the top-level ``login_*`` options of the backup agent.
+``fetch --partial`` (or ``fetch_streamed_partial: true``) restores a segment that no archive has from its
+streamed partial, when that is the newest WAL of the newest timeline: recovery then ends at its last record.
+
 Exit codes: 0 archived / restored (or already archived with the same content);
 1 anything else, with one line on stderr (PostgreSQL writes it to its log and
 retries the archiving). ``fetch`` of a file that is not archived exits 1 without
@@ -69,7 +85,9 @@ EXIT_FAILED = 1
 
 #: WAL-only options: read from the wal section only (top-level keys of these names are the backup's).
 WAL_ONLY = frozenset(("compression", "compression_level", "wal_segment_size", "replica_bucket", "replica_region",
-                      "replica_endpoint_url", "replica_kms_key_id", "replica_mode", "fetch_order"))
+                      "replica_endpoint_url", "replica_kms_key_id", "replica_mode", "fetch_order",
+                      "spool_dir", "push_batch", "push_parallel",
+                      "stream_dir", "stream_interval", "receivewal_path", "fetch_streamed_partial"))
 #: The section of the agent configuration with the WAL-only options.
 SECTION = "wal"
 
@@ -79,10 +97,27 @@ READ_TIMEOUT = 60
 
 
 def wal_spec():
+    """The options of the agent's WAL commands: walarchive's + the batching options of walspool + the streaming
+    options of walstream."""
     ensure_ansible_basic()
     from ansible_collections.rtx.dr.plugins.module_utils.walarchive import wal_argument_spec  # pylint: disable=import-outside-toplevel
+    from ansible_collections.rtx.dr.plugins.module_utils.walspool import SPOOL_OPTIONS  # pylint: disable=import-outside-toplevel
+    from ansible_collections.rtx.dr.plugins.module_utils.walstream import STREAM_OPTIONS  # pylint: disable=import-outside-toplevel
 
-    return wal_argument_spec()
+    spec = wal_argument_spec()
+    spec.update({name: dict(option) for name, option in SPOOL_OPTIONS.items()})
+    spec.update({name: dict(option) for name, option in STREAM_OPTIONS.items()})
+    return spec
+
+
+def stream_spec():
+    """:func:`wal_spec` + the PostgreSQL connection options (top-level ``login_*`` keys): the stream commands ask
+    the local server for its role and the receiver's position."""
+    from ansible_collections.rtx.dr.plugins.module_utils.postgres import postgres_common_argument_spec  # pylint: disable=import-outside-toplevel
+
+    spec = wal_spec()
+    spec.update(postgres_common_argument_spec())
+    return spec
 
 
 def read_wal_config(path):
@@ -96,14 +131,14 @@ def read_wal_config(path):
     return common, dict(sections.get(SECTION) or {})
 
 
-def params_from_config(path):
+def params_from_config(path, spec=None):
     """The WAL options (params dict of :func:`walarchive.wal_argument_spec`) from the agent configuration.
 
     Top-level keys: the shared options (every option but :data:`WAL_ONLY`, aliases accepted),
     the rest is ignored; the ``wal`` section: any option, overriding the top level, unknown keys
     are errors.
     """
-    spec = wal_spec()
+    spec = spec or wal_spec()
     names = {}
     for name, arg in spec.items():
         for key in (name,) + tuple(arg.get("aliases") or ()):
@@ -116,7 +151,7 @@ def params_from_config(path):
     return build_params(spec, given, "agent configuration %s" % path)
 
 
-def make_client(params, service):
+def make_client(params, service, **overrides):
     """A botocore client from the aws options: what ``aws.boto3_client`` builds, without importing boto3.
 
     Same credentials rules (``aws.session_kwargs``), certificate checks (``aws.client_verify``),
@@ -135,6 +170,7 @@ def make_client(params, service):
     endpoint_url = params.get("endpoint_url") or None
     options = {"user_agent_extra": aws.USER_AGENT_EXTRA, "retries": dict(aws.DEFAULT_RETRIES),
                "connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}
+    options.update(overrides)
     if service == "s3" and endpoint_url:
         options["s3"] = {"addressing_style": "path"}
     try:
@@ -173,9 +209,17 @@ def parse_args(argv):
     fetch = sub.add_parser("fetch", help="restore one WAL file: fetch %%f %%p")
     fetch.add_argument("name", help="the WAL file name (PostgreSQL's %%f)")
     fetch.add_argument("dest", help="where to write it (PostgreSQL's %%p)")
+    fetch.add_argument("--partial", action="store_true",
+                       help="when no archive has the segment, restore its streamed partial (streaming mode; "
+                       "default: fetch_streamed_partial of the configuration)")
     fetch.add_argument("--order", choices=["primary_first", "replica_first", "primary_only", "replica_only"],
                        help="which archive to read first (default: fetch_order of the configuration)")
     sub.add_parser("check-config", help="validate the WAL settings of the configuration; contacts nothing")
+    upload = sub.add_parser("stream-upload", help="streaming mode: push completed segments of stream_dir and upload "
+                            "the partial one every stream_interval seconds (a service)")
+    upload.add_argument("--once", action="store_true", help="one pass, then exit")
+    sub.add_parser("stream-receive", help="streaming mode: run pg_receivewal into stream_dir while the local server "
+                   "is the primary (a service)")
     return parser.parse_args(argv)
 
 
@@ -184,23 +228,22 @@ def run(args, log, client_factory=None):
     ensure_ansible_basic()
     from ansible_collections.rtx.dr.plugins.module_utils import walarchive  # pylint: disable=import-outside-toplevel
 
-    params = params_from_config(args.config)
     client_factory = client_factory or make_client
+    if args.command in ("stream-upload", "stream-receive"):
+        return run_stream(args, log, client_factory)
+    params = params_from_config(args.config)
     if args.command == "check-config":
         walarchive.check_options(params)
+        if params.get("stream_dir"):
+            from ansible_collections.rtx.dr.plugins.module_utils import walstream  # pylint: disable=import-outside-toplevel
+
+            walstream.check_stream_options(params, "the wal section of %s" % args.config)
         log("WAL settings of %s are valid (s3://%s/%s, compression %s)" % (
             args.config, params.get("bucket"), walarchive.wal_prefix(walarchive.resolve_prefix(params)),
             params.get("compression")))
         return {}
     if args.command == "push":
-        walarchive.check_options(params)  # option errors before any client is built
-        s3 = client_factory(params, "s3")
-        result = walarchive.push(s3, params, args.path, log=log if args.verbose else None,
-                                 kms=lambda: client_factory(params, "kms"))
-        replica = walarchive.replica_params(params)
-        if replica is not None:
-            result["replica"] = push_replica(replica, params.get("replica_mode") or "sync", args, log, client_factory)
-        return result
+        return run_push(args, params, log, client_factory)
     walarchive.check_options(params, upload=False)
     replica = walarchive.replica_params(params, upload=False)
     order = walarchive.FETCH_ORDERS[getattr(args, "order", None) or params.get("fetch_order") or "primary_first"]
@@ -212,15 +255,96 @@ def run(args, log, client_factory=None):
     archives = {"primary": params, "replica": replica}
     sources = [(label, _lazy_client(client_factory, archives[label]), archives[label])
                for label in order if archives[label] is not None]
-    return walarchive.fetch_any(sources, args.name, args.dest, log=log if args.verbose else None)
+    try:
+        return walarchive.fetch_any(sources, args.name, args.dest, log=log if args.verbose else None)
+    except walarchive.WalNotFoundError:
+        if not (getattr(args, "partial", False) or params.get("fetch_streamed_partial")):
+            raise
+    from ansible_collections.rtx.dr.plugins.module_utils import walstream  # pylint: disable=import-outside-toplevel
+
+    return walstream.fetch_streamed_partial(sources, args.name, args.dest, log, verbose=args.verbose)
+
+
+#: Client settings of the stream uploader: it retries on the next tick (every second) anyway.
+STREAM_CLIENT = {"retries": {"mode": "standard", "total_max_attempts": 2}, "connect_timeout": 3, "read_timeout": 20}
+
+
+def run_stream(args, log, client_factory):
+    """``stream-upload`` / ``stream-receive``: run until SIGTERM/SIGINT (module_utils/walstream.py)."""
+    import signal  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+
+    from ansible_collections.rtx.dr.plugins.module_utils import walarchive  # pylint: disable=import-outside-toplevel
+    from ansible_collections.rtx.dr.plugins.module_utils import walstream  # pylint: disable=import-outside-toplevel
+
+    params = params_from_config(args.config, stream_spec())
+    walstream.check_stream_options(params, "the wal section of %s" % args.config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *ignored: stop.set())
+    probe = walstream.ServerProbe(params)
+    if args.command == "stream-receive":
+        walstream.Receiver(params, log, probe).run(stop)
+        return {}
+    walarchive.check_options(params)
+    if client_factory is make_client:
+        s3 = make_client(params, "s3", **STREAM_CLIENT)
+    else:
+        s3 = client_factory(params, "s3")
+    uploader = walstream.Uploader(params, s3, log, probe, kms=lambda: client_factory(params, "kms"))
+    log("uploading the WAL stream of %s every %s s to s3://%s/%s" % (
+        uploader.directory, uploader.interval, uploader.settings["bucket"],
+        walstream.stream_prefix(uploader.settings["prefix"])))
+    uploader.run(stop, once=getattr(args, "once", False))
+    return uploader.counts
+
+
+def run_push(args, params, log, client_factory):
+    """``push %p``: the file asked for, and with ``push_batch`` > 1 the next ready ones (module_utils/walspool.py)."""
+    from ansible_collections.rtx.dr.plugins.module_utils import walarchive  # pylint: disable=import-outside-toplevel
+    from ansible_collections.rtx.dr.plugins.module_utils import walspool  # pylint: disable=import-outside-toplevel
+
+    walarchive.check_options(params)  # option errors before any client is built
+    spool_dir, batch, parallel = walspool.check_spool_options(params, "the wal section of %s" % args.config)
+    markers = walspool.Markers(spool_dir) if spool_dir else None
+    if markers is not None:
+        marker = markers.consume(args.path)
+        if marker is not None:  # pushed ahead by an earlier call, same size and SHA256 as this file
+            if args.verbose:
+                log("%s was pushed ahead to %s with this content: nothing to do" % (args.path, marker.get("key")))
+            return {"key": marker.get("key"), "name": os.path.basename(args.path), "bytes": marker.get("bytes"),
+                    "sha256": marker.get("sha256"), "skipped_existing": True, "pushed_ahead": []}
+    s3 = client_factory(params, "s3")
+    replica = walarchive.replica_params(params)
+    verbose = log if args.verbose else None
+
+    def push_one(path):
+        result = walarchive.push(s3, params, path, log=verbose, kms=lambda: client_factory(params, "kms"))
+        if replica is not None:
+            result["replica"] = push_replica(replica, params.get("replica_mode") or "sync", path, args.verbose, log,
+                                             client_factory)
+        return result
+
+    if markers is None or batch <= 1:
+        return push_one(args.path)
+    if not os.path.isdir(spool_dir):
+        log.warning("spool_dir %s does not exist: pushing only %s (create it, owned by the server's user, to push "
+                    "ahead)" % (spool_dir, args.path))
+        return push_one(args.path)
+    markers.prune()
+    others = walspool.ready_files(args.path, batch - 1, markers)
+    result = walspool.push_batch(push_one, args.path, others, parallel, markers, log)
+    if args.verbose and result["pushed_ahead"]:
+        log("pushed ahead of PostgreSQL: %s" % ", ".join(result["pushed_ahead"]))
+    return result
 
 
 def _lazy_client(client_factory, params):
     return lambda: client_factory(params, "s3")
 
 
-def push_replica(replica, mode, args, log, client_factory):
-    """Push ``args.path`` into the replica archive after the primary push succeeded.
+def push_replica(replica, mode, path, verbose, log, client_factory):
+    """Push the WAL file at ``path`` into the replica archive after the primary push succeeded.
 
     ``sync``: any failure raises (the agent exits 1, PostgreSQL keeps the file and retries; the primary push is
     then an idempotent no-op). ``async``: a failure is logged as a warning and the file counts as archived
@@ -232,7 +356,7 @@ def push_replica(replica, mode, args, log, client_factory):
     where = "s3://%s (region %s)" % (replica["bucket"], replica.get("region"))
     try:
         s3 = client_factory(replica, "s3")
-        return walarchive.push(s3, replica, args.path, log=log if args.verbose else None,
+        return walarchive.push(s3, replica, path, log=log if verbose else None,
                                kms=lambda: client_factory(replica, "kms"))
     except walarchive.WalConflictError as exc:
         exc.msg = "replica archive %s: %s" % (where, exc.msg)
@@ -241,7 +365,7 @@ def push_replica(replica, mode, args, log, client_factory):
         if mode == "async":
             log.warning("push %s: archived in the primary bucket, but NOT in the replica %s: %s (replica_mode "
                         "async: counted as archived; playbooks/backup_incremental.yml copies it later)"
-                        % (args.path, where, exc.msg))
+                        % (path, where, exc.msg))
             return {"failed": True, "error": exc.msg}
         exc.msg = ("archived in the primary bucket, but the push to the replica %s failed: %s (replica_mode sync: "
                    "PostgreSQL keeps the file and retries)" % (where, exc.msg))

@@ -60,6 +60,7 @@ import tempfile
 import time
 
 from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
+from ansible_collections.rtx.dr.plugins.module_utils.aws import describe_kms_key
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import resolve_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import wal_prefix
@@ -300,17 +301,8 @@ def kms_key_arn(kms, key_id, scope=None):
         kms = kms()
     if kms is None:
         return key_id  # no KMS client: S3 resolves the alias itself (fine without a pinned-key policy)
-    try:
-        arn = kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        error = error_from_boto(exc, "looking up KMS key %s (option kms_key_id)" % key_id, {"kms_key_id": key_id})
-        if error.details.get("error_code") in ("NotFoundException", "NotFound"):
-            error = RtxDrError(
-                "KMS key %s (option kms_key_id) does not exist in this account/region" % key_id,
-                hint="Check kms_key_id (alias/<name>, key id or ARN) and region.",
-                details={"kms_key_id": key_id},
-            )
-        raise error from None
+    arn = describe_kms_key(kms, key_id, "KMS key %s (option kms_key_id)" % key_id,
+                           "Check kms_key_id (alias/<name>, key id or ARN) and region.")["Arn"]
     _KMS_ARNS[cached] = arn
     return arn
 
@@ -582,18 +574,10 @@ def push(s3, params, path, log=None, kms=None):
             log("%s is already archived with the same content at %s: nothing uploaded" % (name, _url(bucket, existing)))
         return result(existing, raw_sha, None, None, variants[existing], True)
 
-    sse = dict(settings["sse"])
-    if sse:
-        sse["SSEKMSKeyId"] = kms_key_arn(kms, sse["SSEKMSKeyId"], (params.get("endpoint_url"), params.get("region")))
-    extra = dict(sse)
-    extra["ContentType"] = "application/octet-stream"
-    comp = settings["compression"]
-    compressor = new_compressor(method, comp["level"] if method == comp["method"] else None,
-                                comp["workers"] if method == comp["method"] else None)
+    extra = upload_args(settings, params, kms)
     if size <= SINGLE_PUT_MAX:
-        body, raw_sha, dummy = _read_file(path, compressor, size)
-        stored_sha = hashlib.sha256(body).hexdigest()
-        metadata = {"sha256": stored_sha, "raw-sha256": raw_sha, "raw-size": str(size), "compression": method}
+        body, metadata = encode_file(path, settings, method, size)
+        raw_sha, stored_sha = metadata["raw-sha256"], metadata["sha256"]
         if not _conditional_put(s3, bucket, key, body, metadata, extra):
             # Someone archived the same name between our listing and our PUT.
             variants = archived_variants(s3, bucket, base_key)
@@ -605,11 +589,38 @@ def push(s3, params, path, log=None, kms=None):
             return result(existing, raw_sha, None, None, variants.get(existing, method), True)
         stored_bytes = len(body)
     else:
-        facts, raw_sha = _stream_upload(s3, bucket, key, path, compressor, size, method, extra)
+        facts, raw_sha = _stream_upload(s3, bucket, key, path, _compressor(settings, method), size, method, extra)
         stored_bytes, stored_sha = facts["size"], facts["sha256"]
     if log is not None:
         log("archived %s to %s (%d bytes, %d stored)" % (name, _url(bucket, key), size, stored_bytes))
     return result(key, raw_sha, stored_bytes, stored_sha, method, False)
+
+
+def upload_args(settings, params, kms=None):
+    """The ``put_object`` arguments of every WAL object besides its body and metadata: SSE-KMS with the key's
+    ARN (:func:`kms_key_arn`; none with ``encryption: none``) and the content type."""
+    extra = dict(settings["sse"])
+    if extra:
+        extra["SSEKMSKeyId"] = kms_key_arn(kms, extra["SSEKMSKeyId"], (params.get("endpoint_url"), params.get("region")))
+    extra["ContentType"] = "application/octet-stream"
+    return extra
+
+
+def _compressor(settings, method):
+    comp = settings["compression"]
+    return new_compressor(method, comp["level"] if method == comp["method"] else None,
+                          comp["workers"] if method == comp["method"] else None)
+
+
+def encode_file(path, settings, method, size):
+    """``(stored bytes, metadata)`` of the ``size`` bytes long file at ``path`` compressed in memory with ``method``.
+
+    The metadata every WAL object carries: ``sha256`` (stored bytes), ``raw-sha256``, ``raw-size`` and
+    ``compression``. Raises :class:`RtxDrError` when the file cannot be read or its size changed while read.
+    """
+    body, raw_sha, dummy = _read_file(path, _compressor(settings, method), size)
+    return body, {"sha256": hashlib.sha256(body).hexdigest(), "raw-sha256": raw_sha, "raw-size": str(size),
+                  "compression": method}
 
 
 def _conditional_put(s3, bucket, key, body, metadata, extra):
@@ -676,11 +687,13 @@ def _stream_upload(s3, bucket, key, path, compressor, size, method, extra):
 # --------------------------------------------------------------------------
 
 
-def fetch(s3, params, name, dest_path, log=None):
+def fetch(s3, params, name, dest_path, log=None, base_key=None):
     """Download archived WAL file ``name`` (``%f``) to ``dest_path`` (``%p``), checked and atomically.
 
     The file is written to a temporary file in the directory of ``dest_path`` and
     renamed only after both checksums matched; on any failure nothing is left there.
+    ``base_key`` reads another object than ``name``'s archived one (the streamed partial
+    segment of ``walstream.py``), with the same checks.
 
     :returns: ``{"key", "name", "bytes", "sha256", "compressed_bytes", "compression", "seconds"}``.
     :raises WalNotFoundError: ``name`` is not archived (a restore_command exits non-zero, quietly).
@@ -690,7 +703,7 @@ def fetch(s3, params, name, dest_path, log=None):
     settings = check_options(params, upload=False)
     bucket = settings["bucket"]
     kind = wal_file_kind(name, settings["wal_segment_size"])
-    base_key = wal_base_key(settings["prefix"], name, settings["wal_segment_size"])
+    base_key = base_key or wal_base_key(settings["prefix"], name, settings["wal_segment_size"])
     preferred = settings["compression"]["method"] if compressible(kind) else "none"
 
     # One GET in the usual case; a listing only when the object has another suffix (or is missing).

@@ -302,6 +302,23 @@ def install_layout(root):
         (root / PACKAGE_DIRS[-1] / source.name).write_text(source.read_text())
 
 
+def check_config(tmp_path, rendered, module):
+    """``<module> check-config`` of the rendered agent.json, run as on a host (installed layout, no ansible)."""
+    lib = tmp_path / "lib"
+    if not lib.exists():
+        install_layout(lib)
+    path = tmp_path / "agent.json"
+    path.write_text(rendered["agent.json"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "ansible_collections.rtx.dr.plugins.module_utils." + module, "--config", str(path),
+         "check-config"],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib), "PYTHONDONTWRITEBYTECODE": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, cwd=str(tmp_path), timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc
+
+
 def test_rendered_configuration_is_valid_for_the_agent(tmp_path):
     rendered = render(tmp_path, backup_schedule_verify_options={"checksums": False})
     config = json.loads(rendered["agent.json"])
@@ -310,19 +327,10 @@ def test_rendered_configuration_is_valid_for_the_agent(tmp_path):
         "cluster_name": "lab", "compression": "zstd", "encryption": "aws:kms", "endpoint_url": "http://172.30.77.1:5000",
         "kms_key_id": "alias/rtx-dr-backups", "login_port": 5432, "login_unix_socket": "/var/run/postgresql",
         "login_user": "postgres", "prefix": "pgbackup/lab", "region": "us-east-1", "secret_key": SECRET,
-        "backup": {"timeout": 14400}, "verify": {"checksums": False}, "wal": {},
+        "backup": {"timeout": 14400}, "verify": {"checksums": False},
+        "wal": {"push_batch": 8, "push_parallel": 2, "spool_dir": "/var/lib/rtx-dr/wal-spool"},
     }
-    lib = tmp_path / "lib"
-    install_layout(lib)
-    path = tmp_path / "agent.json"
-    path.write_text(rendered["agent.json"])
-    proc = subprocess.run(
-        [sys.executable, "-m", "ansible_collections.rtx.dr.plugins.module_utils.agent", "--config", str(path),
-         "check-config"],
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib), "PYTHONDONTWRITEBYTECODE": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, cwd=str(tmp_path), timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
+    proc = check_config(tmp_path, rendered, "agent")
     checked = json.loads(proc.stdout)
     assert checked["verify"]["expected_kms_key_id"] == "alias/rtx-dr-backups" and checked["verify"]["checksums"] is False
     assert checked["backup"]["timeout"] == 14400 and SECRET not in proc.stdout.decode()
@@ -336,20 +344,11 @@ def test_replica_settings_in_the_wal_section(tmp_path, region, order):
     config = json.loads(rendered["agent.json"])
     assert config["wal"] == {"replica_bucket": "rtx-dr-backups-lab-west", "replica_region": "us-west-2",
                              "replica_kms_key_id": "alias/rtx-dr-backups", "replica_mode": "sync",
-                             "fetch_order": order, "compression": "lz4"}
+                             "fetch_order": order, "compression": "lz4", "push_batch": 8, "push_parallel": 2,
+                             "spool_dir": "/var/lib/rtx-dr/wal-spool"}
     assert not {k for k in config if k.startswith("replica")}  # the backup agent refuses unknown top-level keys
-    lib = tmp_path / "lib"
-    install_layout(lib)
-    path = tmp_path / "agent.json"
-    path.write_text(rendered["agent.json"])
     for module in ("agent", "wal_agent"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "ansible_collections.rtx.dr.plugins.module_utils." + module, "--config", str(path),
-             "check-config"],
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(lib), "PYTHONDONTWRITEBYTECODE": "1"},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, cwd=str(tmp_path), timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr.decode()
+        check_config(tmp_path, rendered, module)
 
 
 def test_empty_globals_are_left_out(tmp_path):
@@ -387,6 +386,51 @@ def test_rendered_units(tmp_path):
     proc = subprocess.run([analyze, "verify"] + [str(unit_dir / name) for name in UNITS], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin"}, timeout=60, check=False,
                           cwd=str(tmp_path))
+    text = proc.stdout.decode()
+    problems = [line for line in text.splitlines()
+                if "Unknown key" in line or "Unknown section" in line or "Failed to parse" in line]
+    assert not problems, text
+
+
+STREAM_UNITS = ("rtx-dr-wal-receive.service", "rtx-dr-wal-stream.service")
+
+
+def test_streaming_mode_settings_and_units(tmp_path):
+    """backup_schedule_wal_stream: the wal section gets the stream keys, the two services run the WAL agent."""
+    off = json.loads(render(tmp_path)["agent.json"])["wal"]
+    assert not {"stream_dir", "stream_interval", "receivewal_path", "fetch_streamed_partial"} & set(off)
+    rendered = render(tmp_path, backup_schedule_wal_stream=True, backup_schedule_wal_stream_interval=0.5,
+                      backup_schedule_wal_fetch_streamed_partial=True, rtx_dr_pg_version=15)
+    config = json.loads(rendered["agent.json"])
+    assert config["wal"] == {"push_batch": 8, "push_parallel": 2, "spool_dir": "/var/lib/rtx-dr/wal-spool",
+                             "stream_dir": "/var/lib/rtx-dr/wal-stream", "stream_interval": 0.5,
+                             "receivewal_path": "/usr/lib/postgresql/15/bin/pg_receivewal",
+                             "fetch_streamed_partial": True}
+    root = tmp_path / "host"
+    command = "%s -m ansible_collections.rtx.dr.plugins.module_utils.wal_agent --config %s" % (
+        sys.executable, root / "etc/rtx-dr/agent.json")
+    for name, sub in zip(STREAM_UNITS, ("stream-receive", "stream-upload")):
+        unit = rendered[name]
+        assert "ExecStart=%s %s\n" % (command, sub) in unit
+        assert "Type=simple" in unit and "Restart=always" in unit and "RestartSec=10" in unit
+        assert "User=postgres\n" in unit and "ProtectSystem=strict" in unit and "PrivateUsers" not in unit
+        assert "ReadWritePaths=/var/lib/rtx-dr/wal-stream\n" in unit and "WantedBy=multi-user.target" in unit
+    assert "KillMode=mixed" in rendered["rtx-dr-wal-receive.service"]
+
+    # the WAL agent accepts the section (check-config validates the stream options)
+    check_config(tmp_path, rendered, "wal_agent")
+
+    analyze = "/usr/bin/systemd-analyze"
+    if not os.access(analyze, os.X_OK):
+        return
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    for name in STREAM_UNITS:
+        (unit_dir / name).write_text(rendered[name].replace("User=postgres", "User=root").replace(
+            "Group=postgres", "Group=root"))
+    proc = subprocess.run([analyze, "verify"] + [str(unit_dir / name) for name in STREAM_UNITS],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin"}, timeout=60,
+                          check=False, cwd=str(tmp_path))
     text = proc.stdout.decode()
     problems = [line for line in text.splitlines()
                 if "Unknown key" in line or "Unknown section" in line or "Failed to parse" in line]

@@ -242,9 +242,12 @@ def test_bucket_policy_does_not_block_multipart_upload_parts(applied, aws):
 def test_lifecycle_rules(applied, aws):
     rules = {r["ID"]: r for r in aws("s3").get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
     assert set(rules) == {
-        f"{RULE_PREFIX}base", f"{RULE_PREFIX}wal", f"{RULE_PREFIX}logical",
+        f"{RULE_PREFIX}base", f"{RULE_PREFIX}wal", f"{RULE_PREFIX}logical", f"{RULE_PREFIX}wal-stream",
         "rtx-dr-bucket-housekeeping",
     }  # catalog: never expires by default, so no rule
+    stream = rules[f"{RULE_PREFIX}wal-stream"]
+    assert stream["Filter"] == {"Prefix": f"{PREFIX}/wal-stream/"} and stream["Expiration"] == {"Days": 2}
+    assert stream["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1 and "Transitions" not in stream
     for name, expiration in (("base", 365), ("wal", 365), ("logical", 2555)):
         rule = rules[f"{RULE_PREFIX}{name}"]
         assert rule["Status"] == "Enabled"
@@ -306,7 +309,7 @@ def test_drift_is_put_back(applied, runner, aws):
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
     assert rules[f"{RULE_PREFIX}base"]["Expiration"] == {"Days": 365}
     assert rules[f"{RULE_PREFIX}base"]["Transitions"] == [{"Days": 30, "StorageClass": "GLACIER"}]
-    assert len(rules) == 4
+    assert len(rules) == 5
 
     again = runner.run(REPLICA_VARS)
     assert recap(again)["changed"] == 0, again.output

@@ -417,3 +417,95 @@ def test_check_config_validates_without_contacting_anything(tmp_path):
     err = io.StringIO()
     assert wal_agent.main(["--config", str(bad), "check-config"], stderr=err) == 1
     assert "compression" in err.getvalue()
+
+
+# --------------------------------------------------------------------------
+# batching: push_batch / push_parallel / spool_dir (module_utils/walspool.py)
+# --------------------------------------------------------------------------
+
+
+def _ready_datadir(root, names, seed=b"batch"):
+    """A data directory whose pg_wal holds ``names`` (1 MiB segments or history files) marked ``.ready``."""
+    wal = Path(root) / "data" / "pg_wal"
+    (wal / "archive_status").mkdir(parents=True)
+    contents = {}
+    for name in names:
+        data = b"1\t0/3000000\tno recovery target specified\n" if name.endswith(".history") else wal_bytes(MIB, seed + name.encode())
+        (wal / name).write_bytes(data)
+        (wal / "archive_status" / (name + ".ready")).write_bytes(b"")
+        contents[name] = data
+    return wal.parent, contents
+
+
+def _done(datadir, name):
+    """What PostgreSQL does after archive_command exits 0: .ready -> .done."""
+    status = datadir / "pg_wal" / "archive_status"
+    (status / (name + ".ready")).rename(status / (name + ".done"))
+
+
+def test_cli_push_batch_pushes_ready_files_ahead_and_answers_from_markers(host_layout, aws, tmp_path):  # pylint: disable=redefined-outer-name
+    prefix = PREFIX + "-batch-" + uuid.uuid4().hex[:6]
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    config = write_config(tmp_path, config_dict(aws, prefix=prefix, wal={
+        "wal_segment_size": MIB, "push_batch": 4, "push_parallel": 2, "spool_dir": str(spool)}))
+    names = ["0000000100000000000000%02X" % n for n in range(0x10, 0x16)] + ["00000002.history"]
+    datadir, contents = _ready_datadir(tmp_path, names)
+
+    def archived():
+        listed = aws["s3"].list_objects_v2(Bucket=aws["bucket"], Prefix=prefix + "/wal/").get("Contents", [])
+        return sorted(obj["Key"].rsplit("/", 1)[1].split(".zst")[0] for obj in listed)
+
+    # PostgreSQL asks for the oldest segment: it and 3 more go (the history file first among the others).
+    rc, err = run_agent(host_layout, config, "-v", "push", "pg_wal/" + names[0], cwd=datadir)
+    assert rc == 0, err
+    assert archived() == sorted(["00000002.history"] + names[:3])
+    assert "pushed ahead of PostgreSQL: 00000002.history, %s, %s" % (names[1], names[2]) in err
+    assert sorted(os.listdir(spool)) == sorted(n + ".pushed" for n in ["00000002.history"] + names[1:3])
+    _done(datadir, names[0])
+
+    # The next call for a pushed-ahead file is answered from its marker: no S3 request (endpoint unreachable here).
+    offline = write_config(tmp_path, dict(json.loads(config.read_text()), endpoint_url="http://127.0.0.1:9"))
+    rc, err = run_agent(host_layout, offline, "-v", "push", "pg_wal/" + names[1], cwd=datadir)
+    assert rc == 0 and "was pushed ahead" in err, err
+    assert not (spool / (names[1] + ".pushed")).exists()  # answered once
+    _done(datadir, names[1])
+
+    # A marker that does not match the local file (other bytes under that name) is not trusted: normal push,
+    # which finds the archived object with a different content and fails without overwriting it (push_batch 1
+    # here, the same spool: markers are still consumed, nothing is pushed ahead).
+    single = write_config(tmp_path, config_dict(aws, prefix=prefix, wal={
+        "wal_segment_size": MIB, "push_batch": 1, "spool_dir": str(spool)}))
+    (datadir / "pg_wal" / names[2]).write_bytes(wal_bytes(MIB, b"rebuilt"))
+    rc, err = run_agent(host_layout, single, "push", "pg_wal/" + names[2], cwd=datadir)
+    assert rc == 1 and "different content" in err and names[2] in err
+    assert not (spool / (names[2] + ".pushed")).exists()
+    (datadir / "pg_wal" / names[2]).write_bytes(contents[names[2]])
+    rc, err = run_agent(host_layout, single, "push", "pg_wal/" + names[2], cwd=datadir)
+    assert rc == 0, err  # same content again: already archived, success
+    _done(datadir, names[2])
+
+    # A file that cannot be pushed ahead (unreadable) is a warning, gets no marker, and the asked file succeeds.
+    (datadir / "pg_wal" / names[5]).write_bytes(b"short")
+    rc, err = run_agent(host_layout, config, "push", "pg_wal/" + names[3], cwd=datadir)
+    assert rc == 0, err
+    assert "push pg_wal/%s ahead of PostgreSQL failed" % names[5] in err and "WARNING" in err
+    assert not (spool / (names[5] + ".pushed")).exists() and (spool / (names[4] + ".pushed")).exists()
+    assert names[4] in archived() and names[5] not in archived()
+
+    # Every object pushed ahead is the file's content, SSE-KMS with the configured key.
+    key = "%s/wal/00000001/%s.zst" % (prefix, names[4])
+    obj = aws["s3"].get_object(Bucket=aws["bucket"], Key=key)
+    assert obj["SSEKMSKeyId"] == aws["arn"] and decompress_bytes("zstd", obj["Body"].read()) == contents[names[4]]
+
+
+@pytest.mark.parametrize("wal, needle", [
+    ({"push_batch": 4}, "push_batch 4 in the wal section of"),
+    ({"push_batch": 0, "spool_dir": "/tmp"}, "push_batch 0 in the wal section of"),
+    ({"push_parallel": 99, "push_batch": 2, "spool_dir": "/tmp"}, "push_parallel 99"),
+])
+def test_cli_push_batch_option_errors(host_layout, aws, tmp_path, wal, needle):  # pylint: disable=redefined-outer-name
+    config = write_config(tmp_path, config_dict(aws, wal=dict(wal, wal_segment_size=MIB)))
+    datadir, dummy = _ready_datadir(tmp_path, [SEG])
+    rc, err = run_agent(host_layout, config, "push", "pg_wal/" + SEG, cwd=datadir)
+    assert rc == 1 and needle in err and len(err.strip().splitlines()) == 1, err
