@@ -44,6 +44,7 @@ from ansible_collections.rtx.dr.plugins.module_utils import catalog
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import resolve_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import wal_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
+from ansible_collections.rtx.dr.plugins.module_utils.aws import describe_kms_key
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
 from ansible_collections.rtx.dr.plugins.module_utils.backup import manifest_checksum_ok
 from ansible_collections.rtx.dr.plugins.module_utils.backup import parse_backup_label
@@ -103,8 +104,8 @@ MAX_WAL_SEGMENTS = 100000
 MESSAGE_FINDINGS = 5
 
 DEEP_UNAVAILABLE = (
-    "deep verification requires the restore feature (playbooks/restore.yml verify_only) which is not "
-    "available yet"
+    "deep verification is a restore, which a module that only reads S3 cannot do: it is run by the restore feature "
+    "(playbooks/verify_backups.yml -e verify_deep=true, which hands over to playbooks/restore.yml verify_only)"
 )
 
 _S3_READ_METHODS = frozenset(("head_bucket", "head_object", "get_object", "list_objects_v2"))
@@ -169,8 +170,8 @@ def check_options(params):
     if params.get("deep"):
         raise InvalidValueError(
             "deep=true: %s" % DEEP_UNAVAILABLE,
-            hint="Run without deep (the S3-only checks), and restore-test the backup by hand until "
-            "playbooks/restore.yml with verify_only is available.",
+            hint="Run this module without deep (the S3-only checks); for the restore-based check run "
+            "playbooks/verify_backups.yml -e verify_deep=true (or playbooks/dr_drill.yml -e drill=restore).",
         )
     backup_id = params.get("backup_id")
     select = params.get("select") or ("id" if backup_id else "latest")
@@ -453,17 +454,7 @@ class Verifier:
         if self.kms is None:
             raise RtxDrError("Cannot resolve KMS key %s to its ARN: no KMS client was given" % key_id)
         what = "KMS key %s%s" % (key_id, " (option %s)" % option if option else "")
-        try:
-            arn = self.kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            error = error_from_boto(exc, "looking up %s" % what, {"kms_key_id": key_id})
-            if error.details.get("error_code") in ("NotFoundException", "NotFound"):
-                error = RtxDrError(
-                    "%s does not exist in this account/region" % what,
-                    hint="Check the key (alias/<name>, key id or ARN) and region.",
-                    details={"kms_key_id": key_id},
-                )
-            raise error from None
+        arn = describe_kms_key(self.kms, key_id, what, "Check the key (alias/<name>, key id or ARN) and region.")["Arn"]
         self._arns[key_id] = arn
         self._arns[arn] = arn
         return arn

@@ -89,9 +89,10 @@ options:
     default: true
   deep:
     description:
-      - Reserved for a restore-based check (restore into a scratch instance and run C(pg_verifybackup) / queries).
-      - It needs the restore feature (C(playbooks/restore.yml) with C(verify_only)), which is not available yet;
-        V(true) fails with a message saying so.
+      - The hook of the restore-based check. The module only reads S3, so it cannot restore; V(true) fails with a
+        message pointing to C(playbooks/verify_backups.yml -e verify_deep=true), which runs these S3 checks and then
+        hands the verified backup over to C(playbooks/restore.yml) C(restore_verify_only=true) (restore into a
+        scratch server, consistency, C(pg_amcheck) / SQL checks, teardown).
     type: bool
     default: false
 attributes:

@@ -197,3 +197,20 @@ def test_verify_only_of_a_corrupted_backup_fails_and_leaves_nothing_running(pitr
     finally:
         client.put_object(Bucket=BUCKET, Key=base["key"], Body=original, Metadata=head["Metadata"],
                           ServerSideEncryption="aws:kms", SSEKMSKeyId=head["SSEKMSKeyId"])
+
+
+def test_verify_backups_deep_restores_the_verified_backup(pitr):
+    # verify_backups.yml verify_deep=true: the S3 checks, then the newest verified physical backup is restored into
+    # a scratch server by restore.yml (verify_only, target = that backup), recorded, and torn down.
+    before = psql(get_host(PRIMARY), "SELECT count(*) FROM dr.restore_history", db="rtx")
+    result = playbook("verify_backups.yml", "-e", "verify_deep=true", "-e", "verify_deep_host=%s" % DRILL_HOST,
+                      "-e", "restore_bucket=%s" % BUCKET, "-e", "restore_wal_fetch_order=primary_only")
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "Deep verification next: verify-only restore of " in said
+    backup_id = said.split("Deep verification next: verify-only restore of ", 1)[1].split()[0]
+    assert int(psql(get_host(PRIMARY), "SELECT count(*) FROM dr.restore_history", db="rtx")) == int(before) + 1
+    row = psql(get_host(PRIMARY), "SELECT status || '|' || verify_only || '|' || target_type || '|' || destination_host || '|' || "
+               "backup_id FROM dr.restore_history ORDER BY id DESC LIMIT 1", db="rtx")
+    assert row == "complete|true|backup|%s|%s" % (DRILL_HOST, backup_id), row
+    assert no_scratch_left()

@@ -219,7 +219,7 @@ def test_no_backups_missing_bucket_unreachable_endpoint(aws_params, bucket, run_
 
 
 @pytest.mark.parametrize("overrides,needle", [
-    ({"deep": True}, "requires the restore feature"),
+    ({"deep": True}, "run by the restore feature"),
     ({"select": "id"}, "backup_id"),
     ({"backup_id": "nope"}, "Invalid backup id"),
     ({"backup_id": "20261127T031500.123Z-F", "select": "all"}, "select=all"),
