@@ -40,12 +40,22 @@ SPECS = PLAYBOOKS / "vars_specs"
 BIN = Path(sys.executable).parent
 UTC = datetime.timezone.utc
 
-# Playbooks of issue 9 being written at the same time as the AWX templates that run them: their templates
-# are checked in full as soon as the file exists (their spec files are here already).
-PENDING_PLAYBOOKS = set()
+# Playbooks run by a template whose first play does not validate the inputs yet (issue 9: the incident and chaos
+# templates came before the playbooks' validation play). Their spec files are here already: every survey answer,
+# extra var and schedule answer is checked against them in process; the first-play check and the real
+# ansible-playbook run start by themselves as soon as the playbook imports tasks/validate_inputs.yml.
+PENDING_PLAYBOOKS = {"playbooks/chaos.yml", "playbooks/failover.yml", "playbooks/switchover.yml",
+                     "playbooks/rejoin.yml", "playbooks/region_failback.yml"}
 
 # A value an operator could type into a text question without a default (checked against the spec).
-TEXT_SAMPLES = {"drill_confirm": "rtx-prod", "region_target": "west", "region_confirm": "west"}
+TEXT_SAMPLES = {"drill_confirm": "rtx-prod", "region_target": "west", "region_confirm": "west",
+                "chaos_confirm": "rtx-lab", "failover_reason": "INC-1234 db-east-1 lost", "rejoin_host": "db-east-1"}
+
+# The on-demand incident templates: job type asked at launch (check = the plan), never scheduled, no limit.
+INCIDENT_TEMPLATES = ("rtx.dr - region failover", "rtx.dr - failover", "rtx.dr - switchover", "rtx.dr - rejoin",
+                      "rtx.dr - region failback")
+CHAOS = "rtx.dr - chaos tests"
+CHAOS_SCHEDULE = "rtx.dr - chaos tests weekly Wednesday 10:00 UTC"
 
 # Import name -> the PyPI distributions that provide it (any one will do).
 PYPI_NAMES = {
@@ -78,13 +88,14 @@ SURVEY_TYPES = {"text", "textarea", "password", "integer", "float", "multiplecho
 # --------------------------------------------------------------------------- loading
 
 
-def _load_controller():
+def _load_controller(**site):
+    """awx/controller.yml rendered as awx_configure.yml renders it, with site parameters overridden by ``site``."""
     from ansible.parsing.dataloader import DataLoader  # pylint: disable=import-outside-toplevel
     from ansible.template import Templar  # pylint: disable=import-outside-toplevel
 
     loader = DataLoader()
     data = loader.load_from_file(str(AWX / "controller.yml"), trusted_as_template=True)
-    rendered = Templar(loader=loader, variables=data).template(data["rtx_dr_awx"])
+    rendered = Templar(loader=loader, variables=dict(data, **site)).template(data["rtx_dr_awx"])
     return json.loads(json.dumps(rendered)), data
 
 
@@ -113,17 +124,54 @@ def has_default(question):
     return question.get("default") not in ("", None)
 
 
+def survey_value(question, value):
+    """What AWX passes for an answer: a multiselect's answer (or its newline-separated default) is a list."""
+    if question["type"] == "multiselect" and isinstance(value, str):
+        return [line for line in value.splitlines() if line.strip()]
+    return value
+
+
+def awx_survey_errors(template, data, validate_required=True):
+    """AWX's own check of launch answers / schedule extra_data against a survey
+    (awx/main/models/mixins.py: SurveyJobTemplateMixin._survey_element_validation; a schedule's extra_data is
+    checked with the required answers, LaunchConfigurationBaseSerializer.exclude_errors = ())."""
+    errors = []
+    for q in questions(template):
+        var = q["variable"]
+        if var not in data:
+            if q["required"] and validate_required:
+                errors.append("'%s' value missing" % var)
+            continue
+        value = data[var]
+        if q["type"] in ("text", "textarea", "password"):
+            if not isinstance(value, str):
+                errors.append("%s: expected a string" % var)
+            elif len(value) < int(q.get("min") or 0) or ("max" in q and len(value) > int(q["max"])):
+                errors.append("%s: length %d outside %s..%s" % (var, len(value), q.get("min"), q.get("max")))
+        elif q["type"] == "integer":
+            if not isinstance(value, int) or isinstance(value, bool) or not q.get("min", value) <= value <= q.get("max", value):
+                errors.append("%s: %r is not an integer within the bounds" % (var, value))
+        elif q["type"] == "multiselect":
+            if not isinstance(value, list) or any(v not in q["choices"] for v in value):
+                errors.append("%s: %r is not a list of %s" % (var, value, q["choices"]))
+        elif q["type"] == "multiplechoice" and value not in q["choices"]:
+            errors.append("%s: %r is not one of %s" % (var, value, q["choices"]))
+    return errors
+
+
 def answer_sets(template):
     """Launch answers: the survey's defaults, then each choice / bound of each question in turn."""
     base = dict(template.get("extra_vars") or {})
     for q in questions(template):
         if has_default(q):
-            base[q["variable"]] = q["default"]
+            base[q["variable"]] = survey_value(q, q["default"])
         elif q["variable"] in TEXT_SAMPLES:
             base[q["variable"]] = TEXT_SAMPLES[q["variable"]]
     sets = [dict(base)]
     for q in questions(template):
         values = list(q.get("choices") or [])
+        if q["type"] == "multiselect":
+            values = [[choice] for choice in values] + [list(q["choices"])]
         if q["type"] == "integer":
             values += [q.get("min", 0), q.get("max", 0)]
         if q["type"] in ("text", "textarea") and not q.get("required"):
@@ -145,8 +193,8 @@ def test_template_playbook_exists_and_validates_its_inputs_first(name):
     playbook = TEMPLATES[name]["playbook"]
     path = REPO / playbook
     if playbook in PENDING_PLAYBOOKS and (not path.exists() or "tasks/validate_inputs.yml" not in path.read_text()):
-        pytest.skip("%s is being written (issue 9): its first play must import tasks/validate_inputs.yml with "
-                    "validate_inputs_spec: %s" % (playbook, path.stem))
+        pytest.skip("%s does not validate its inputs yet (issue 9): its first play must import "
+                    "tasks/validate_inputs.yml with validate_inputs_spec: %s" % (playbook, path.stem))
     assert path.is_file(), "job template %r runs %s, which is not in the project" % (name, playbook)
     plays = yaml.safe_load(path.read_text())
     first = plays[0]
@@ -160,7 +208,7 @@ def test_template_playbook_exists_and_validates_its_inputs_first(name):
 def test_every_spec_is_well_formed_and_its_defaults_pass():
     names = sorted(p.stem for p in SPECS.glob("*.yml"))
     assert {"backup_full", "verify_backups", "backup_incremental", "restore", "health_check", "region_failover",
-            "dr_drill", "dr_report"} <= set(names)
+            "dr_drill", "dr_report", "chaos", "failover", "switchover", "rejoin", "region_failback"} <= set(names)
     for stem in names:
         spec = load_spec(stem + ".yml")
         for option, attrs in spec.items():
@@ -214,6 +262,9 @@ def test_survey_choices_are_the_spec_choices():
                 assert sorted(q["choices"]) == ["false", "true"], (name, q["variable"])
             elif q["type"] == "multiplechoice":
                 assert set(q["choices"]) <= set(attrs["choices"]), (name, q["variable"])
+            elif q["type"] == "multiselect":
+                assert attrs["type"] == "list" and attrs.get("elements") == "str", (name, q["variable"])
+                assert set(q["choices"]) <= set(attrs["choices"]), (name, q["variable"])
             elif q["type"] == "integer":
                 assert attrs["type"] == "int", (name, q["variable"])
             else:
@@ -234,6 +285,11 @@ def test_surveys_are_valid_for_awx():
             if q["type"] == "multiplechoice":
                 assert q["choices"] and all(isinstance(c, str) for c in q["choices"]), (name, q)
                 assert q.get("default", q["choices"][0]) in q["choices"], (name, q)
+            if q["type"] == "multiselect":
+                # JobTemplateSurveySpec: the default is a string, one choice a line, each one of the choices.
+                assert q["choices"] and all(isinstance(c, str) for c in q["choices"]), (name, q)
+                assert isinstance(q.get("default", ""), str), (name, q)
+                assert set(survey_value(q, q.get("default", ""))) <= set(q["choices"]), (name, q)
             if q["type"] == "integer":
                 assert isinstance(q["default"], int) and q["min"] <= q["default"] <= q["max"], (name, q)
             if q["type"] == "text" and q.get("default"):
@@ -264,7 +320,94 @@ def test_templates_cover_the_issue():
             ("playbooks/dr_drill.yml", "restore"),
             ("playbooks/dr_drill.yml", "failover"), ("playbooks/dr_drill.yml", "region"),
             ("playbooks/dr_drill.yml", "full"), ("playbooks/dr_report.yml", None),
-            ("playbooks/health_check.yml", None), ("playbooks/region_failover.yml", None)} <= runs
+            ("playbooks/health_check.yml", None), ("playbooks/region_failover.yml", None),
+            ("playbooks/region_failback.yml", None), ("playbooks/failover.yml", None),
+            ("playbooks/switchover.yml", None), ("playbooks/rejoin.yml", None), ("playbooks/chaos.yml", None)} <= runs
+    # Every playbook an operator runs in an incident or a drill has a template.
+    assert set(PENDING_PLAYBOOKS) <= {t["playbook"] for t in TEMPLATES.values()}
+
+
+def _required_without_default(template, variable):
+    question = {q["variable"]: q for q in questions(template)}[variable]
+    return question["required"] and "default" not in question and question.get("min", 0) >= 1
+
+
+def test_incident_templates_ask_for_the_confirmations():
+    """On demand only, job type asked (check = the plan), the confirmations typed: required, no default."""
+    scheduled = {s["job_template"] for s in CONTROLLER["schedules"]}
+    for name in INCIDENT_TEMPLATES:
+        template = TEMPLATES[name]
+        assert template["ask_job_type_on_launch"] is True and template["job_type"] == "run", name
+        assert name not in scheduled, "%s must never run unattended" % name
+        # A limit would hide the primary from the plan; the cluster's own inventory only.
+        assert not template.get("ask_limit_on_launch") and not template.get("ask_inventory_on_launch"), name
+    failback = TEMPLATES["rtx.dr - region failback"]
+    assert _required_without_default(failback, "region_target") and _required_without_default(failback, "region_confirm")
+    assert _required_without_default(TEMPLATES["rtx.dr - rejoin"], "rejoin_host")
+    failover = {q["variable"]: q for q in questions(TEMPLATES["rtx.dr - failover"])}
+    assert _required_without_default(TEMPLATES["rtx.dr - failover"], "failover_reason")
+    # Needed only for an unreachable primary without STONITH, and it skips the STONITH of that host: never preset.
+    assert not failover["failover_confirm_primary_down"]["required"]
+    assert failover["failover_confirm_primary_down"]["default"] == ""
+    assert failover["failover_force"]["default"] == "false" and failover["failover_allow_lag"]["default"] == "false"
+    # The failover and switchover templates leave the choice of the standby to the ranking unless one is typed.
+    for name in ("rtx.dr - failover", "rtx.dr - switchover"):
+        assert {q["variable"]: q for q in questions(TEMPLATES[name])}["candidate"]["default"] == "", name
+
+
+def _chaos_fault_names():
+    """The faults playbooks/chaos.yml supports: its default list, the guard's list and the order it runs them in."""
+    text = (PLAYBOOKS / "chaos.yml").read_text()
+    play = next(p for p in yaml.safe_load(text) if p["name"] == "Chaos tests of the database cluster")
+    guard = next(t for t in play["tasks"] if t["name"].startswith("Guard | Check the fault list"))
+    order = re.search(r"chaos_fault_list: \"\{\{ (\[[^]]*\]) \| select\('in', chaos_faults\)", text)
+    assert order, "chaos.yml no longer orders its faults the way this test reads them"
+    ordered = yaml.safe_load(order.group(1))
+    assert play["vars"]["chaos_faults"] == guard["vars"]["chaos_fault_names"] == ordered
+    return ordered
+
+
+def test_chaos_template_offers_exactly_the_faults_of_chaos_yml():
+    faults = _chaos_fault_names()
+    fields = {q["variable"]: q for q in questions(TEMPLATES[CHAOS])}
+    assert fields["chaos_faults"]["type"] == "multiselect" and fields["chaos_faults"]["required"]
+    assert fields["chaos_faults"]["choices"] == faults
+    assert survey_value(fields["chaos_faults"], fields["chaos_faults"]["default"]) == faults
+    assert load_spec("chaos.yml")["chaos_faults"]["choices"] == faults
+    assert load_spec("chaos.yml")["chaos_faults"]["default"] == faults
+    # The guards: off unless switched on, the cluster name typed (required, no default).
+    assert fields["chaos_enabled"]["default"] == "false"
+    assert _required_without_default(TEMPLATES[CHAOS], "chaos_confirm")
+    assert TEMPLATES[CHAOS]["ask_job_type_on_launch"] and TEMPLATES[CHAOS]["ask_inventory_on_launch"]
+
+
+def test_chaos_schedule_is_disabled_and_confirms_nothing_until_the_operator_sets_it():
+    schedule = _schedule(CHAOS_SCHEDULE)
+    assert SITE["rtx_dr_awx_chaos_confirm"] == "" and SITE["rtx_dr_awx_chaos_inventory"] == ""
+    assert schedule["enabled"] is False
+    data = schedule["extra_data"]
+    assert data["chaos_enabled"] == "false"
+    # AWX saves a schedule only with every required answer: the placeholder names no cluster, so chaos.yml's guard
+    # (chaos_confirm == rtx_dr_cluster_name) refuses even if someone enables the schedule by hand.
+    assert data["chaos_confirm"] and data["chaos_confirm"] not in (SITE["rtx_dr_awx_cluster_name"], TEXT_SAMPLES["chaos_confirm"])
+    assert not re.match(r"^[A-Za-z0-9._-]+$", data["chaos_confirm"]), "the placeholder must not look like a cluster name"
+    assert awx_survey_errors(TEMPLATES[CHAOS], data) == []
+    # Never the production cluster's name by default, whatever it is.
+    controller, _site = _load_controller(rtx_dr_awx_cluster_name="rtx-lab")
+    chaos = next(s for s in controller["schedules"] if s["name"] == CHAOS_SCHEDULE)
+    assert chaos["enabled"] is False and chaos["extra_data"]["chaos_confirm"] != "rtx-lab"
+
+    # Set by the operator: enabled, chaos_enabled=true and that confirmation, on the inventory named.
+    controller, _site = _load_controller(rtx_dr_awx_chaos_confirm="rtx-lab", rtx_dr_awx_chaos_inventory="rtx.dr lab")
+    chaos = next(s for s in controller["schedules"] if s["name"] == CHAOS_SCHEDULE)
+    assert chaos["enabled"] is True and chaos["inventory"] == "rtx.dr lab"
+    assert chaos["extra_data"] == {"chaos_enabled": "true", "chaos_confirm": "rtx-lab", "chaos_faults": _chaos_fault_names()}
+    spec = load_spec("chaos.yml")
+    assert validate(spec, chaos["extra_data"]) == [] and awx_survey_errors(TEMPLATES[CHAOS], chaos["extra_data"]) == []
+    # The other schedules do not depend on it.
+    others = [s for s in controller["schedules"] if s["name"] != CHAOS_SCHEDULE]
+    assert others == [s for s in CONTROLLER["schedules"] if s["name"] != CHAOS_SCHEDULE]
+    assert all("enabled" not in s for s in others)
 
 
 # --------------------------------------------------------------------------- the validation, for real
@@ -311,7 +454,10 @@ def test_ansible_playbook_validates_the_survey_answers(ansible_env, playbook, an
     wrong = next((v for v in answers if spec[v].get("choices") or spec[v]["type"] in ("bool", "int")), None)
     bad_value = {wrong: "not-a-valid-value"} if wrong else {}
     if not bad_value:
-        bad_value = {next(o for o, a in spec.items() if a["type"] == "int"): "many"}
+        typed = next((o for o, a in spec.items() if a["type"] == "int"), None)
+        if typed is None:  # only free-text options (region_failback): any text is a valid answer
+            return
+        bad_value = {typed: "many"}
     bad = run_validation(ansible_env, playbook, dict(answers, **bad_value))
     assert bad.returncode != 0 and "Validation of arguments failed" in bad.stdout + bad.stderr, bad.stdout[-3000:]
 
@@ -362,6 +508,11 @@ def test_schedules_follow_awx_rules_and_parse():
         for q in questions(template):
             if q["required"] and not has_default(q):
                 assert q["variable"] in (schedule.get("extra_data") or {}), (schedule["name"], q["variable"])
+        # What AWX checks when the schedule is saved (every required answer, types, bounds, choices).
+        assert awx_survey_errors(template, schedule.get("extra_data") or {}, validate_required=False) == [], schedule["name"]
+        assert schedule.get("enabled", True) in (True, False), schedule["name"]
+        if schedule.get("inventory"):
+            assert template.get("ask_inventory_on_launch"), schedule["name"]
 
 
 def test_schedule_times():
@@ -390,6 +541,11 @@ def test_schedule_times():
         at("2026-12-01 07:00"), at("2027-01-01 07:00"), at("2027-02-01 07:00")]
     reports = {s["name"]: s["extra_data"] for s in CONTROLLER["schedules"] if "report" in s["name"]}
     assert sorted(d["report_period"] for d in reports.values()) == ["monthly", "weekly"]
+    chaos = _next(CHAOS_SCHEDULE, start, 3)
+    assert chaos == [at("2026-12-02 10:00"), at("2026-12-09 10:00"), at("2026-12-16 10:00")]
+    # Weekly on Wednesdays, except a Wednesday 1st (1 September 2027): the quarterly full drill's day.
+    assert _next(CHAOS_SCHEDULE, at("2027-08-20 00:00"), 2) == [at("2027-08-25 10:00"), at("2027-09-08 10:00")]
+    assert all(d.weekday() == 2 and d.day != 1 for d in _next(CHAOS_SCHEDULE, start, 60))
 
 
 def test_drills_never_share_a_day_with_another_drill():
@@ -398,6 +554,10 @@ def test_drills_never_share_a_day_with_another_drill():
     full = {d.date() for d in _next("rtx.dr - full DR drill quarterly 05:00 UTC", start, 20)}
     assert not partial & full
     assert not {(d.year, d.month) for d in partial} & {(d.year, d.month) for d in full}
+    # Chaos never on a drill's day (the cluster is in the middle of a drill, or must be healthy for it).
+    chaos = {d.date() for d in _next(CHAOS_SCHEDULE, start, 200)}
+    restore = {d.date() for d in _next("rtx.dr - restore drill weekly Sunday 03:00 UTC", start, 200)}
+    assert not chaos & (partial | full | restore)
 
 
 # --------------------------------------------------------------------------- execution environment
@@ -681,7 +841,14 @@ def test_awx_configure_applies_the_data_idempotently(ansible_env):
         drill = fake.named("schedules", "rtx.dr - full DR drill quarterly 05:00 UTC")
         assert drill["extra_data"] == {"drill_confirm": SITE["rtx_dr_awx_cluster_name"], "drill_region_target": "west"}
         assert drill["unified_job_template"] == fake.named("job_templates", "rtx.dr - full DR drill")["id"]
-        assert all(s["enabled"] for s in fake.objects["schedules"].values())
+        enabled = {s["name"]: s["enabled"] for s in fake.objects["schedules"].values()}
+        assert enabled.pop(CHAOS_SCHEDULE) is False and all(enabled.values()), enabled
+        chaos = fake.named("schedules", CHAOS_SCHEDULE)
+        assert chaos["extra_data"]["chaos_enabled"] == "false" and "inventory" not in chaos
+        assert chaos["unified_job_template"] == fake.named("job_templates", CHAOS)["id"]
+        assert fake.named("job_templates", CHAOS)["ask_inventory_on_launch"] is True
+        assert all(fake.named("job_templates", name)["ask_job_type_on_launch"] is True for name in INCIDENT_TEMPLATES)
+        assert "Disabled schedules: %s" % CHAOS_SCHEDULE in applied.stdout, applied.stdout[-3000:]
         project = fake.named("projects", "rtx.dr")
         assert project["scm_url"] == SITE["rtx_dr_awx_scm_url"] and project["scm_type"] == "git"
 
@@ -691,6 +858,17 @@ def test_awx_configure_applies_the_data_idempotently(ansible_env):
         changed = re.findall(r"^changed: \[localhost\] => \(item=(.*)\)$", again.stdout, re.M)
         assert changed == ["rtx.dr - full backup daily 02:00 UTC"], again.stdout[-4000:]
         assert fake.named("schedules", "rtx.dr - full backup daily 02:00 UTC")["enabled"] is True
+
+        # Turning the chaos tests on is one site parameter: only that schedule changes.
+        enable = run_configure(ansible_env, fake.url, "-e", json.dumps(
+            {"rtx_dr_awx_chaos_confirm": "rtx-lab", "rtx_dr_awx_chaos_inventory": "rtx.dr"}))
+        assert enable.returncode == 0, enable.stdout[-4000:]
+        changed = re.findall(r"^changed: \[localhost\] => \(item=(.*)\)$", enable.stdout, re.M)
+        assert changed == [CHAOS_SCHEDULE], enable.stdout[-4000:]
+        chaos = fake.named("schedules", CHAOS_SCHEDULE)
+        assert chaos["enabled"] is True and chaos["inventory"] == fake.named("inventories", "rtx.dr")["id"]
+        assert chaos["extra_data"] == {"chaos_enabled": "true", "chaos_confirm": "rtx-lab",
+                                       "chaos_faults": _chaos_fault_names()}
 
 
 def test_awx_configure_refuses_a_missing_credential(ansible_env):
