@@ -9,6 +9,7 @@ not appear fails the run after its cleanup, naming the fault.
 import glob
 import json
 import os
+import re
 
 import pytest
 
@@ -88,7 +89,8 @@ def test_refused_without_the_guard_variables(extra):
     result = playbook("chaos.yml", *extra)
     assert result.returncode != 0
     assert "chaos.yml refused, nothing was changed" in said(result)
-    assert "changed=0" in said(result) and "ok=0" in said(result)
+    # only the input validation ran (ok on localhost); nothing changed anywhere
+    assert "changed=0" in said(result) and not re.search(r"changed=[1-9]", said(result))
     assert chaos_reports() == before
     assert leftovers() == []
 
@@ -104,16 +106,25 @@ def test_check_mode_shows_the_plan_and_injects_nothing():
     assert leftovers() == []
 
 
-@pytest.mark.parametrize("fault", ["kill_instance", "latency", "disk_fill", "connections"])
-def test_fault_raises_its_alerts_and_is_removed(fault):
+FAULTS = ["kill_instance", "latency", "disk_fill", "connections"]
+
+
+@pytest.fixture(scope="module")
+def all_faults_run():
+    """One chaos.yml run with every fault, in order (one playbook start instead of four)."""
     before = chaos_reports()
-    result = run_chaos("-e", json.dumps({"chaos_faults": [fault]}))
+    result = run_chaos("-e", json.dumps({"chaos_faults": FAULTS}))
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert len(chaos_reports()) == len(before) + 1
     report = latest_report()
     assert report["passed"] is True and report["cluster"] == CLUSTER
-    assert [r["fault"] for r in report["results"]] == [fault]
-    outcome = report["results"][0]
+    assert [r["fault"] for r in report["results"]] == FAULTS
+    return report
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault_raises_its_alerts_and_is_removed(all_faults_run, fault):  # pylint: disable=redefined-outer-name
+    outcome = all_faults_run["results"][FAULTS.index(fault)]
     assert outcome["injected"] and outcome["quiet_before"] and outcome["detected"], outcome
     assert outcome["healthy_after"] and outcome["problems_after"] == [] and outcome["error"] == ""
     fired = {a["alert"] for a in outcome["alerts"] if a["fired"]}
