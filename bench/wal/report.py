@@ -13,6 +13,13 @@ Definitions (t = sample time; one sample per second from psql \\watch 1 inside t
   archived(t)+1 was written (an upper bound, <= 1 s high); this is the data a loss of the server at t would lose
   (the RPO at t), and what "archive lag <= archive_timeout" has to bound.
 - module lag (s): rtx.dr.wal_archive_status's "seconds" = t - last_archived_time while anything is pending.
+
+Streaming exposure (ours-stream; streamwatch.py on the host every 0.5 s, pg_current_wal_lsn() every 0.1 s in the
+container): at each watcher sample t (the time its last S3 response arrived), covered(t) = max(covers-lsn of the
+newest object under <prefix>/wal-stream/, end of the highest segment under <prefix>/wal/). exposure(t) = 0 when the
+primary's LSN at t (last 0.1 s sample) is <= covered(t), else t - the last 0.1 s sample whose LSN was <= covered(t):
+the age of the oldest WAL not in S3 (an upper bound, <= 0.1 s high). Under load (WAL written continuously) this is
+"t - the time the primary's LSN reached covers-lsn"; idle it is 0 instead of growing while nothing is missing.
 """
 import json
 import os
@@ -20,9 +27,12 @@ import sys
 
 results_path, archive_timeout, seg = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 NAMES = {
-    "ours": "rtx.dr WAL agent `push` (archive_command of backup_schedule), zstd, S3 plain HTTP",
+    "ours": "rtx.dr WAL agent `push` (archive_command of backup_schedule), push_batch 1, zstd, S3 plain HTTP",
+    "ours-batch": "rtx.dr WAL agent `push` with push_batch/push_parallel (walspool.py), zstd, S3 plain HTTP",
     "pgbr-sync": "pgBackRest 2.45 `archive-push`, synchronous, zst, S3 via nginx TLS",
     "pgbr-async": "pgBackRest 2.45 `archive-push`, archive-async=y process-max=2, zst, S3 via nginx TLS",
+    "ours-stream": "rtx.dr WAL agent `push` as ours-batch + streaming mode (pg_receivewal + stream-upload), zstd, "
+                   "S3 plain HTTP",
 }
 
 
@@ -169,6 +179,69 @@ def analyse(rec):
     )
 
 
+def stream_analyse(rec):
+    """Streaming exposure of a record with "stream" (see the module docstring)."""
+    import bisect  # pylint: disable=import-outside-toplevel
+    st = rec["stream"]
+    fast = []
+    for line in open(local(st["fast"])):
+        parts = line.rstrip("\n").split("\t")
+        try:
+            fast.append((float(parts[0]), int(parts[1])))
+        except (ValueError, IndexError):
+            continue
+    fast.sort()
+    times = [f[0] for f in fast]
+    lsns = [f[1] for f in fast]
+    for i in range(1, len(lsns)):  # monotonic (it is; guards bisect)
+        lsns[i] = max(lsns[i], lsns[i - 1])
+    samples = []
+    errors = 0
+    for line in open(local(st["watch"])):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) != 6:
+            continue
+        t0, t1, covers, archived = float(parts[0]), float(parts[1]), int(parts[2]), int(parts[4])
+        if parts[5] != "-":
+            errors += 1
+            continue
+        covered = max(covers, (archived + 1) * seg if archived >= 0 else -1)
+        k = bisect.bisect_right(times, t1) - 1  # last fast sample at or before t1
+        if k < 0 or covered < 0:
+            continue
+        if lsns[k] <= covered:
+            exp = 0.0
+        else:
+            j = bisect.bisect_right(lsns, covered) - 1  # last fast sample with LSN <= covered
+            exp = t1 - times[j] if j >= 0 else None
+        samples.append(dict(t=t1, query=t1 - t0, covers=covers, covered=covered, exposure=exp,
+                            behind=max(0, lsns[k] - covered)))
+    # Age of each new covers-lsn value when the watcher first saw it, and the period between new values.
+    first_seen = []
+    seen = set()
+    for smp in samples:
+        if smp["covers"] >= 0 and smp["covers"] not in seen:
+            seen.add(smp["covers"])
+            j = bisect.bisect_left(lsns, smp["covers"])  # first fast sample with LSN >= covers
+            if j < len(lsns):
+                first_seen.append((smp["t"], smp["t"] - times[j]))
+
+    def stats(rows):
+        vals = [r["exposure"] for r in rows if r["exposure"] is not None]
+        return (max(vals) if vals else None, pct(vals, 95), pct(vals, 50), len(vals))
+
+    load = [x for x in samples if rec["t_load0"] <= x["t"] <= rec["t_load1"]]
+    after = [x for x in samples if rec["t_load1"] < x["t"] <= rec["t_idle_end"]]
+    in_load = [f for f in first_seen if rec["t_load0"] <= f[0] <= rec["t_load1"]]
+    periods = [b[0] - a[0] for a, b in zip(in_load, in_load[1:])]
+    return dict(load=stats(load), after=stats(after), errors=errors,
+                behind_max=max((x["behind"] for x in load), default=None),
+                query=pct([x["query"] for x in samples], 50), query_max=max((x["query"] for x in samples), default=None),
+                age_med=pct([f[1] for f in in_load], 50), age_max=max((f[1] for f in in_load), default=None),
+                period_med=pct(periods, 50), period_p95=pct(periods, 95), uploads=len(in_load),
+                interval=st.get("interval"))
+
+
 recs = [json.loads(line) for line in open(results_path) if line.strip()]
 res = [(r, analyse(r)) for r in recs]
 
@@ -209,6 +282,33 @@ for rec, a in res:
     print("| %s | %s | %s | %s | %s | %s | %s |" % (
         rec["variant"], fmt(a["exp_all_max"]), fmt(a["wait_all_max"]), fmt(a["last"]), fmt(a["idle_exp_max"]),
         met(a["exp_all_max"]), met(a["wait_all_max"])))
+streamed = [(rec, a, stream_analyse(rec)) for rec, a in res if rec.get("stream")]
+if streamed:
+    print()
+    print("Streaming exposure (target: archive lag <= 2 s in streaming mode): age of the oldest WAL not in S3 "
+          "(neither in the newest <prefix>/wal-stream/ partial's covers-lsn nor in a segment under <prefix>/wal/), "
+          "sampled from the host every 0.5 s against the primary's LSN every 0.1 s:")
+    print()
+    print("| variant | stream_interval s | pgbench tps | exposure during load s max / p95 / median (samples) "
+          "| after the load (drain + idle) s max / p95 / median (samples) | new covers-lsn seen during load: count, "
+          "period s median / p95 | age of a covers-lsn when first seen s median / max | max WAL not in S3 during load "
+          "KiB | watcher query s median / max | <= 2 s always? |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for rec, a, sa in streamed:
+        worst = max([x for x in (sa["load"][0], sa["after"][0]) if x is not None], default=None)
+        verdict = "-" if worst is None else ("met" if worst <= 2.0 else "**no** (max %.1f s)" % worst)
+        print("| %s | %s | %s | %s / %s / %s (%d) | %s / %s / %s (%d) | %d, %s / %s | %s / %s | %s | %s / %s | %s |" % (
+            rec["variant"], sa["interval"], a["tps"],
+            fmt(sa["load"][0], 2), fmt(sa["load"][1], 2), fmt(sa["load"][2], 2), sa["load"][3],
+            fmt(sa["after"][0], 2), fmt(sa["after"][1], 2), fmt(sa["after"][2], 2), sa["after"][3],
+            sa["uploads"], fmt(sa["period_med"], 2), fmt(sa["period_p95"], 2),
+            fmt(sa["age_med"], 2), fmt(sa["age_max"], 2),
+            "-" if sa["behind_max"] is None else "%.0f" % (sa["behind_max"] / 1024.0),
+            fmt(sa["query"], 3), fmt(sa["query_max"], 3), verdict))
+    for rec, a, sa in streamed:
+        if sa["errors"]:
+            print()
+            print("(%s: %d watcher samples failed and are left out)" % (rec["variant"], sa["errors"]))
 print()
 print("Per variant:")
 print()

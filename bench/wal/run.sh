@@ -6,7 +6,14 @@
 # (measure segments/s under pgbench)"; target "archive lag <= archive_timeout always".
 #
 # Usage: bench/wal/run.sh                (as root; make bench-wal)
-#   BENCH_VARIANTS="…"        subset/order of: ours pgbr-sync pgbr-async (default: all three, in this order)
+#   BENCH_VARIANTS="…"        subset/order of: ours ours-batch pgbr-sync pgbr-async (default: these four, in this order)
+#                             and ours-stream (opt-in): ours-batch's archive_command (own prefix) + streaming mode
+#                             (walstream.py): `wal_agent stream-receive` and `stream-upload` running in the container as
+#                             rtx-dr-wal-receive/-stream.service run them, stream_interval BENCH_STREAM_INTERVAL (default 1)
+#                             s; the host samples the newest <prefix>/wal-stream/ object + its covers-lsn every 0.5 s
+#                             (streamwatch.py) and the primary's LSN every 0.1 s: report.py's "streaming exposure" table
+#   BENCH_PUSH_BATCH=N / BENCH_PUSH_PARALLEL=P  ours-batch: the wal section's push_batch / push_parallel (default 8 / 2,
+#                             the role's defaults): one archive_command call pushes up to N ready files, P at a time
 #   BENCH_SCALE=N             pgbench scale (default 30, ~450 MB: random updates over many pages, so that full-page
 #                             writes after each checkpoint produce a lot of WAL)
 #   BENCH_DURATION=S          seconds of pgbench load per variant (default 150: >= 100 segments here)
@@ -53,8 +60,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 # shellcheck source=/dev/null
 source "$ROOT/lab/common.sh"   # LAB_IMAGE
 
-ALL_VARIANTS="ours pgbr-sync pgbr-async"
-VARIANTS="${BENCH_VARIANTS:-$ALL_VARIANTS}"
+ALL_VARIANTS="ours ours-batch pgbr-sync pgbr-async ours-stream"
+VARIANTS="${BENCH_VARIANTS:-ours ours-batch pgbr-sync pgbr-async}"
 SCALE="${BENCH_SCALE:-30}"
 DURATION="${BENCH_DURATION:-150}"
 BULK_WEIGHT="${BENCH_BULK_WEIGHT:-1}"
@@ -65,6 +72,8 @@ JOBS="${BENCH_JOBS:-2}"
 ARCHIVE_TIMEOUT="${BENCH_ARCHIVE_TIMEOUT:-10}"
 CHECKPOINT_TIMEOUT="${BENCH_CHECKPOINT_TIMEOUT:-30}"
 DRAIN_MAX="${BENCH_DRAIN_MAX:-600}"
+PUSH_BATCH="${BENCH_PUSH_BATCH:-8}"
+PUSH_PARALLEL="${BENCH_PUSH_PARALLEL:-2}"
 OUT="${BENCH_OUT:-$HERE/results-$(date -u +%Y-%m-%d-%H%M).md}"
 
 NAME=rtx-bench-wal
@@ -89,6 +98,23 @@ AGENT_CONFIG=/etc/rtx-dr/agent.json
 WAL_MODULE=ansible_collections.rtx.dr.plugins.module_utils.wal_agent
 OURS_PREFIX=pgbackup/bench
 OURS_ARCHIVE_COMMAND="PYTHONPATH=$AGENT_DIR PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m $WAL_MODULE --config $AGENT_CONFIG push %p"
+# ours-batch: the same agent with the wal section's batching options (module_utils/walspool.py), own prefix.
+BATCH_CONFIG=/etc/rtx-dr/agent-batch.json
+BATCH_PREFIX=pgbackup/bench-batch
+SPOOL_DIR=/var/lib/rtx-dr/wal-spool
+BATCH_ARCHIVE_COMMAND="PYTHONPATH=$AGENT_DIR PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m $WAL_MODULE --config $BATCH_CONFIG push %p"
+# ours-stream: ours-batch's wal section + the streaming options as backup_schedule writes them with
+# backup_schedule_wal_stream: true (vars/main.yml _backup_schedule_wal_stream: stream_dir, stream_interval | float,
+# receivewal_path), own prefix and spool. The two services' command line: _backup_schedule_wal_command stream-receive /
+# stream-upload, User=postgres, Environment=PYTHONPATH=<install dir> PYTHONDONTWRITEBYTECODE=1.
+STREAM_CONFIG=/etc/rtx-dr/agent-stream.json
+STREAM_PREFIX=pgbackup/bench-stream
+STREAM_SPOOL_DIR=/var/lib/rtx-dr/wal-spool-stream
+STREAM_DIR=/var/lib/rtx-dr/wal-stream
+STREAM_INTERVAL="${BENCH_STREAM_INTERVAL:-1}"
+RECEIVEWAL=/usr/lib/postgresql/15/bin/pg_receivewal
+STREAM_ARCHIVE_COMMAND="PYTHONPATH=$AGENT_DIR PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m $WAL_MODULE --config $STREAM_CONFIG push %p"
+STREAM_AGENT_COMMAND="/usr/bin/python3 -m $WAL_MODULE --config $STREAM_CONFIG"
 
 say() { printf '[bench-wal %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -116,12 +142,14 @@ ours_net() { docker network inspect -f "{{index .Labels \"$LABEL_KEY\"}}" "$NAME
 remove_all() {
   stop_pidfile "$STATE/nginx.pid" "$NAME"
   stop_pidfile "$STATE/moto.pid" "moto_server -H $GW -p $MOTO_PORT"
+  stop_pidfile "$STATE/watch.pid" "streamwatch.py"
   if ours_ctr; then docker rm -f "$CTR" >/dev/null; fi
   if ours_net; then docker network rm "$NAME" >/dev/null; fi
 }
 cleanup() {
   local rc=$?
   set +e
+  stream_stop_all
   if [ "$rc" != 0 ] && ours_ctr; then
     say "failed (exit $rc): last lines of the PostgreSQL log"
     in_ctr sh -c 'tail -n 25 /var/log/postgresql/postgresql-15-main.log' >&2 2>/dev/null
@@ -132,6 +160,53 @@ cleanup() {
     if [ "$rc" != 0 ]; then say "kept $TMP for inspection"; else rm -rf "$TMP"; fi
   fi
   exit "$rc"
+}
+
+# -- ours-stream: the two stream services, the fast LSN sampler (in the container) and the S3 watcher (host) ------
+stream_start() {  # the role's units' ExecStart, as postgres with their Environment; pid files in the container's /tmp
+  local sub
+  for sub in receive upload; do
+    docker exec -d -u postgres -w /var/lib/postgresql "$CTR" sh -c "echo \$\$ >/tmp/stream-$sub.pid; exec env \
+      PYTHONPATH=$AGENT_DIR PYTHONDONTWRITEBYTECODE=1 $STREAM_AGENT_COMMAND stream-$sub >>/tmp/stream-$sub.log 2>&1"
+  done
+}
+stream_stop() {  # SIGTERM to the agents (the receiver stops pg_receivewal with SIGINT itself: the unit's KillMode=mixed)
+  local sub pid
+  ours_ctr || return 0
+  for sub in receive upload; do
+    pid="$(in_ctr cat "/tmp/stream-$sub.pid" 2>/dev/null)" || continue
+    in_ctr kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do in_ctr kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    in_ctr kill -KILL "$pid" 2>/dev/null || true
+    in_ctr rm -f "/tmp/stream-$sub.pid"
+  done
+}
+fast_sampler_start() {  # pg_current_wal_lsn() every 0.1 s
+  in_ctr_i sh -c "cat >/tmp/fast.sql" <<<"SELECT round(extract(epoch FROM clock_timestamp())::numeric, 3),
+  pg_current_wal_lsn() - '0/0'::pg_lsn, pg_current_wal_insert_lsn() - '0/0'::pg_lsn \\watch 0.1"
+  in_ctr chmod 0644 /tmp/fast.sql
+  docker exec -d -u postgres "$CTR" sh -c \
+    "echo \$\$ >/tmp/fast.pid; exec psql -AtqX -F '	' -d bench -f /tmp/fast.sql >/tmp/fast-$1.tsv 2>&1"
+}
+fast_sampler_stop() {
+  in_ctr sh -c 'kill -TERM "$(cat /tmp/fast.pid)"; rm -f /tmp/fast.pid' || true
+  sleep 0.3
+  in_ctr cat "/tmp/fast-$1.tsv" >"$TMP/fast-$1.tsv"
+}
+watch_start() {  # watch_start VARIANT PREFIX
+  "$VENV/python" "$HERE/streamwatch.py" "$HTTP_EP" "$BUCKET" "$2" "$TMP/watch-$1.tsv" 0.5 >"$TMP/watch-$1.log" 2>&1 &
+  echo $! >"$STATE/watch.pid"
+}
+watch_stop() {
+  stop_pidfile "$STATE/watch.pid" "streamwatch.py"
+  rm -f "$STATE/watch.pid"
+}
+stream_stop_all() {  # cleanup trap: whatever of the above is still running
+  watch_stop
+  if ours_ctr; then
+    stream_stop
+    in_ctr sh -c 'test -f /tmp/fast.pid && kill -TERM "$(cat /tmp/fast.pid)"; rm -f /tmp/fast.pid' 2>/dev/null || true
+  fi
 }
 
 # -- preflight ----------------------------------------------------------------------------
@@ -262,12 +337,8 @@ install_agent() {  # what rtx.dr.agent_install does: module_utils under $AGENT_D
   in_ctr chown root:postgres /etc/rtx-dr
   in_ctr chmod 0750 /etc/rtx-dr
 }
-write_agent_config() {
-  # templates/agent.json.j2 = _backup_schedule_config | to_nice_json(indent=2, sort_keys=true), with the role's
-  # defaults (encryption aws:kms, compression zstd = the lab's rtx_dr_backup_compression, local PostgreSQL over the
-  # socket, audit db/schema, backup timeout 14400, empty verify and wal sections: no replica bucket, so the WAL
-  # compression is the wal section's default 'auto' = zstd when python3-zstandard is installed, as it is here).
-  in_ctr_i sh -c "cat >$AGENT_CONFIG && chown root:postgres $AGENT_CONFIG && chmod 0640 $AGENT_CONFIG" <<JSON
+agent_json() {  # agent_json PREFIX WAL_SECTION: the configuration file's content
+  cat <<JSON
 {
   "access_key": "testing",
   "audit_db": "rtx",
@@ -284,18 +355,41 @@ write_agent_config() {
   "login_port": 5432,
   "login_unix_socket": "/var/run/postgresql",
   "login_user": "postgres",
-  "prefix": "$OURS_PREFIX",
+  "prefix": "$1",
   "region": "us-east-1",
   "secret_key": "testing",
   "verify": {},
-  "wal": {}
+  "wal": $2
 }
 JSON
-  local out
-  # the role's "Check the WAL archive settings of the configuration" task
-  out="$(as_pg env PYTHONPATH="$AGENT_DIR" /usr/bin/python3 -m "$WAL_MODULE" --config "$AGENT_CONFIG" check-config 2>&1)" \
-    || die "wal_agent check-config failed: $out"
-  say "ours: $out"
+}
+write_agent_config() {
+  # templates/agent.json.j2 = _backup_schedule_config | to_nice_json(indent=2, sort_keys=true), with the role's
+  # defaults (encryption aws:kms, compression zstd = the lab's rtx_dr_backup_compression, local PostgreSQL over the
+  # socket, audit db/schema, backup timeout 14400; no replica bucket, so the WAL compression is the wal section's
+  # default 'auto' = zstd when python3-zstandard is installed, as it is here). ours: push_batch 1 (the agent's
+  # default); ours-batch: its own prefix and the batching options in the wal section.
+  local config out
+  agent_json "$OURS_PREFIX" '{}' | in_ctr_i sh -c "cat >$AGENT_CONFIG"
+  agent_json "$BATCH_PREFIX" "{\"push_batch\": $PUSH_BATCH, \"push_parallel\": $PUSH_PARALLEL, \"spool_dir\": \"$SPOOL_DIR\"}" \
+    | in_ctr_i sh -c "cat >$BATCH_CONFIG"
+  in_ctr sh -c "mkdir -p $SPOOL_DIR && chown postgres:postgres $SPOOL_DIR && chmod 0700 $SPOOL_DIR"
+  local configs=("$AGENT_CONFIG" "$BATCH_CONFIG")
+  if [[ " $VARIANTS " == *" ours-stream "* ]]; then
+    # to_nice_json(sort_keys=true) of the wal section: push_batch, push_parallel, receivewal_path, spool_dir,
+    # stream_dir, stream_interval (| float)
+    agent_json "$STREAM_PREFIX" "{\"push_batch\": $PUSH_BATCH, \"push_parallel\": $PUSH_PARALLEL, \"receivewal_path\": \"$RECEIVEWAL\", \"spool_dir\": \"$STREAM_SPOOL_DIR\", \"stream_dir\": \"$STREAM_DIR\", \"stream_interval\": $(awk -v i="$STREAM_INTERVAL" 'BEGIN { printf "%.1f", i }')}" \
+      | in_ctr_i sh -c "cat >$STREAM_CONFIG"
+    in_ctr sh -c "mkdir -p $STREAM_SPOOL_DIR $STREAM_DIR && chown postgres:postgres $STREAM_SPOOL_DIR $STREAM_DIR && chmod 0700 $STREAM_SPOOL_DIR $STREAM_DIR"
+    configs+=("$STREAM_CONFIG")
+  fi
+  for config in "${configs[@]}"; do
+    in_ctr sh -c "chown root:postgres $config && chmod 0640 $config"
+    # the role's "Check the WAL archive settings of the configuration" task
+    out="$(as_pg env PYTHONPATH="$AGENT_DIR" /usr/bin/python3 -m "$WAL_MODULE" --config "$config" check-config 2>&1)" \
+      || die "wal_agent check-config of $config failed: $out"
+    say "ours: $out"
+  done
 }
 
 # -- 3b. pgBackRest: one configuration file per variant ------------------------------------------
@@ -399,6 +493,8 @@ run_variant() {  # run_variant VARIANT
   local drained=true last_ok=true a0 f0 a1 f1 ready name pgbench_out tps load0 load1 end_completed
   case "$v" in
     ours) cmd="$OURS_ARCHIVE_COMMAND" ;;
+    ours-batch) cmd="$BATCH_ARCHIVE_COMMAND" ;;
+    ours-stream) cmd="$STREAM_ARCHIVE_COMMAND" ;;
     pgbr-sync) write_pgbr_conf "$v" n; cmd="pgbackrest --config=$(pgbr_conf "$v") --stanza=bench archive-push %p" ;;
     pgbr-async) write_pgbr_conf "$v" y; cmd="pgbackrest --config=$(pgbr_conf "$v") --stanza=bench archive-push %p" ;;
   esac
@@ -411,6 +507,17 @@ run_variant() {  # run_variant VARIANT
   sql "SELECT pg_reload_conf()" >/dev/null
   sleep 1
   [ "$(sql 'SHOW archive_command')" = "$cmd" ] || die "$v: archive_command not applied"
+  if [ "$v" = ours-stream ]; then
+    say "$v: starting stream-receive + stream-upload (stream_interval $STREAM_INTERVAL s)"
+    stream_start
+    local i
+    for i in $(seq 1 60); do
+      [ "$(sql "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'rtx_dr_stream' AND state = 'streaming'")" = 1 ] && break
+      sleep 0.5
+    done
+    [ "$i" -lt 60 ] || die "$v: pg_receivewal not streaming after 30 s: $(in_ctr cat /tmp/stream-receive.log /tmp/stream-upload.log 2>&1 | tail -n 20)"
+    say "$v: $(in_ctr cat /tmp/stream-receive.log | tail -n 1)"
+  fi
   # Same start for every variant: vacuumed tables, a fresh checkpoint (the same full-page-write burst), a new segment.
   sql "VACUUM pgbench_branches, pgbench_tellers" >/dev/null
   sql "TRUNCATE pgbench_history, wal_load" >/dev/null
@@ -419,6 +526,7 @@ run_variant() {  # run_variant VARIANT
   wait_archived "$seg_end" 120 || die "$v: the warm-up segment was not archived in 120 s (failed pushes? see the log)"
   read -r _ _ a0 f0 < <(archiver_state)
   sampler_start "$v"
+  if [ "$v" = ours-stream ]; then fast_sampler_start "$v"; watch_start "$v" "$STREAM_PREFIX"; fi
   sleep 2
   load0="$(cut -d' ' -f1-3 /proc/loadavg)"
   lsn0="$(lsn_bytes)"
@@ -445,18 +553,36 @@ run_variant() {  # run_variant VARIANT
   while awk -v a="$(now)" -v b="$t_idle_end" 'BEGIN { exit !(a < b) }'; do sleep 0.5; done
   sleep 1.2
   sampler_stop "$v"
+  local stream_json=null
+  if [ "$v" = ours-stream ]; then
+    watch_stop
+    fast_sampler_stop "$v"
+    stream_stop
+    in_ctr sh -c 'cat /tmp/stream-receive.log' >"$TMP/stream-receive.log" 2>&1 || true
+    in_ctr sh -c 'cat /tmp/stream-upload.log' >"$TMP/stream-upload.log" 2>&1 || true
+    say "$v: stream-upload: $(tail -n 1 "$TMP/stream-upload.log")"
+    stream_json="{\"watch\": \"$TMP/watch-$v.tsv\", \"fast\": \"$TMP/fast-$v.tsv\", \"interval\": $STREAM_INTERVAL, \"receive_log\": \"$TMP/stream-receive.log\", \"upload_log\": \"$TMP/stream-upload.log\"}"
+  fi
   read -r ready name a1 f1 < <(archiver_state)
   wait_archived "$(last_archived_segno)" 60 || say "WARNING: $v: .ready files left after the idle phase"
   last_seg="$(last_archived_segno)"
   say "$v: archived segments $first_seg..$last_seg ($(( last_seg - first_seg + 1 ))), archived_count +$((a1 - a0)) during the measurement, failed_count +$((f1 - f0))"
   # Completeness: every segment from first_seg to last_seg is in the archive.
   local listing="$TMP/listing-$v.tsv" prefix fetched
-  if [ "$v" = ours ]; then prefix="$OURS_PREFIX/wal/00000001/"; else prefix="pgbackrest/$v/archive/bench/"; fi
+  case "$v" in
+    ours) prefix="$OURS_PREFIX/wal/00000001/" ;;
+    ours-batch) prefix="$BATCH_PREFIX/wal/00000001/" ;;
+    ours-stream) prefix="$STREAM_PREFIX/wal/00000001/" ;;
+    *) prefix="pgbackrest/$v/archive/bench/" ;;
+  esac
   s3list "$prefix" >"$listing"
   local last_name
   last_name="$(printf '00000001%08X%08X' $((last_seg / 256)) $((last_seg % 256)))"
-  if [ "$v" = ours ]; then
-    fetched="$(as_pg sh -c "PYTHONPATH=$AGENT_DIR /usr/bin/python3 -m $WAL_MODULE --config $AGENT_CONFIG fetch $last_name /tmp/fetched-$v \
+  if [ "${v%-batch}" = ours ] || [ "$v" = ours-stream ]; then
+    local config="$AGENT_CONFIG"
+    [ "$v" = ours ] || config="$BATCH_CONFIG"
+    [ "$v" != ours-stream ] || config="$STREAM_CONFIG"
+    fetched="$(as_pg sh -c "PYTHONPATH=$AGENT_DIR /usr/bin/python3 -m $WAL_MODULE --config $config fetch $last_name /tmp/fetched-$v \
       && stat -c %s /tmp/fetched-$v && rm -f /tmp/fetched-$v" 2>&1 | tail -n 1)" || fetched="failed: $fetched"
   else
     fetched="$(as_pg sh -c "pgbackrest --config=$(pgbr_conf "$v") --stanza=bench archive-get $last_name /tmp/fetched-$v \
@@ -465,7 +591,7 @@ run_variant() {  # run_variant VARIANT
   fi
   R_VARIANT="$v" R_CMD="$cmd" R_TPS="$tps" R_LOAD0="$load0" R_LOAD1="$load1" R_FETCHED="$last_name: $fetched" \
   R_PGBENCH="$pgbench_out" R_SAMPLES="$TMP/samples-$v.tsv" R_LISTING="$listing" R_INFO="$TMP/pgbr-info-$v.json" \
-  R_DRAINED="$drained" R_LAST_OK="$last_ok" \
+  R_DRAINED="$drained" R_LAST_OK="$last_ok" R_STREAM="$stream_json" \
   "$VENV/python" - "$RESULTS" "$t_load0" "$t_load1" "$t_drain" "$t_last" "$t_idle_end" "$lsn0" "$lsn1" \
     "$first_seg" "$last_seg" "$end_completed" "$((a1 - a0))" "$((f1 - f0))" <<'PY'
 import json, os, sys
@@ -475,14 +601,21 @@ keys = ("t_load0", "t_load1", "t_drain", "t_last", "t_idle_end", "lsn0", "lsn1",
 rec = {k: (float(v) if k.startswith("t_") else int(v)) for k, v in zip(keys, sys.argv[2:])}
 rec.update(variant=e["R_VARIANT"], archive_command=e["R_CMD"], tps=e["R_TPS"], load0=e["R_LOAD0"], load1=e["R_LOAD1"],
            fetched_last=e["R_FETCHED"], pgbench=e["R_PGBENCH"], samples=e["R_SAMPLES"], listing=e["R_LISTING"],
-           pgbr_info=None if e["R_VARIANT"] == "ours" else e["R_INFO"],
-           drained=e["R_DRAINED"] == "true", last_ok=e["R_LAST_OK"] == "true")
+           pgbr_info=None if e["R_VARIANT"].startswith("ours") else e["R_INFO"],
+           drained=e["R_DRAINED"] == "true", last_ok=e["R_LAST_OK"] == "true", stream=json.loads(e["R_STREAM"]))
 with open(sys.argv[1], "a") as out:
     out.write(json.dumps(rec) + "\n")
 PY
   # Nothing archived by the next variant may land here: archive_command back to '' (WAL kept, .ready accumulates).
   sql "ALTER SYSTEM SET archive_command = ''" >/dev/null
   sql "SELECT pg_reload_conf()" >/dev/null
+  # A push still running (an archive_timeout switch after the listing above) finishes into THIS variant's archive:
+  # wait for it, so that the next variant's first segment (last archived + 1) is really the next one.
+  local i
+  for i in $(seq 1 120); do
+    in_ctr pgrep -f 'wal_agent .*push|archive-push' >/dev/null || break
+    sleep 0.5
+  done
 }
 
 install_agent
@@ -513,7 +646,12 @@ LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- PostgreSQL $(sql 'SHOW server_version'); $PG_SETTINGS"
   echo "- load: pgbench -n -c $CLIENTS -j $JOBS -T $DURATION ${PGBENCH_SCRIPTS[*]} on scale $SCALE, inside the container (bulk script: \`$(in_ctr cat /var/lib/postgresql/wal-bulk.sql)\`); archive_timeout=${ARCHIVE_TIMEOUT}s (benchmark setting, collection default 60 s)"
   echo "- S3: moto $("$VENV/python" -c 'import moto; print(moto.__version__)') ($HTTP_EP; ours, as the lab's endpoint), nginx TLS in front ($TLS_EP; pgBackRest needs TLS); $(as_pg pgbackrest version)"
-  echo "- agent code: plugins/module_utils of the working tree at $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- plugins/module_utils/wal_agent.py plugins/module_utils/walarchive.py || echo ' + uncommitted changes to wal_agent.py/walarchive.py'); sha256 wal_agent.py $(sha256sum "$ROOT/plugins/module_utils/wal_agent.py" | cut -c1-12), walarchive.py $(sha256sum "$ROOT/plugins/module_utils/walarchive.py" | cut -c1-12)"
+  if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+    code_at="the working tree at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- plugins/module_utils/wal_agent.py plugins/module_utils/walarchive.py plugins/module_utils/walspool.py plugins/module_utils/walstream.py || echo ' + uncommitted changes to wal_agent.py/walarchive.py/walspool.py/walstream.py')"
+  else  # a copy of the tree without .git (BENCH_GIT_REV: the commit it was taken from)
+    code_at="a snapshot of the working tree ($ROOT, no .git; taken at ${BENCH_GIT_REV:-an unknown commit} + uncommitted changes)"
+  fi
+  echo "- agent code: plugins/module_utils of $code_at; sha256 wal_agent.py $(sha256sum "$ROOT/plugins/module_utils/wal_agent.py" | cut -c1-12), walarchive.py $(sha256sum "$ROOT/plugins/module_utils/walarchive.py" | cut -c1-12), walstream.py $(sha256sum "$ROOT/plugins/module_utils/walstream.py" | cut -c1-12)"
   echo
   "$VENV/python" "$HERE/report.py" "$RESULTS" "$ARCHIVE_TIMEOUT" "$SEG"
   if [ -n "$MICRO" ]; then
@@ -530,6 +668,7 @@ RAW="${OUT%.md}-raw"
 mkdir -p "$RAW"
 in_ctr cat /var/log/postgresql/postgresql-15-main.log >"$TMP/postgresql.log" 2>/dev/null || true
 cp "$TMP"/results.jsonl "$TMP"/samples-*.tsv "$TMP"/listing-*.tsv "$TMP"/postgresql.log "$RAW"/ 2>/dev/null || true
+cp "$TMP"/fast-*.tsv "$TMP"/watch-*.tsv "$TMP"/stream-*.log "$RAW"/ 2>/dev/null || true
 cp "$TMP"/pgbr-info-*.json "$RAW"/ 2>/dev/null || true
 cat "$TMP/report.md"
 say "report written to $OUT, raw data in $RAW"
