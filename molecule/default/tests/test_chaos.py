@@ -49,7 +49,9 @@ def run_chaos(*extra):
 
 
 def streaming_standbys():
-    return int(psql(get_host(PRIMARY), "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"))
+    # by name: other WAL receivers (pg_receivewal of the streaming mode, application_name rtx_dr_stream) do not count
+    return int(psql(get_host(PRIMARY), "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND "
+                                       "application_name IN (%s)" % ", ".join("'%s'" % s for s in STANDBYS)))
 
 
 def leftovers():
