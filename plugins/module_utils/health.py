@@ -297,7 +297,8 @@ def check_replication_lag(threshold, connect, target='postgresql'):
         close_quietly(conn)
     standbys = dict((r['application_name'], {'state': r['state'], 'sync_state': r['sync_state'],
                                              'lag_bytes': int(r['lag_bytes'] or 0),
-                                             'lag_seconds': float(r['lag_seconds'] or 0.0)}) for r in rows)
+                                             'lag_seconds': float(r['lag_seconds'] or 0.0)})
+                    for r in rows if r['application_name'] not in NOT_STANDBYS)
     if not standbys:
         return _result('replication_lag', target, 'ok', 0, threshold, 'primary without standbys',
                        {'standbys': {}, 'in_recovery': False})
@@ -312,6 +313,10 @@ def check_replication_lag(threshold, connect, target='postgresql'):
                    '%s: %d bytes, %.1f s behind' % (name, top['lag_bytes'], top['lag_seconds']),
                    {'standbys': standbys, 'standby': name, 'in_recovery': bool(in_recovery)})
 
+
+#: WAL receivers in pg_stat_replication that are not standbys and never replay (their replay_lag only grows):
+#: the streaming mode's pg_receivewal (walstream.APPLICATION_NAME; a unit test keeps the two equal).
+NOT_STANDBYS = ('rtx_dr_stream',)
 
 CHECK_FUNCTIONS = {
     'postgresql': check_postgresql, 'api': check_api, 'websocket': check_websocket, 'redis': check_redis,

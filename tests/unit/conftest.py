@@ -269,7 +269,8 @@ class PgCluster:
     def create_standby(self, datadir, port, name, slot):
         self.run(
             "pg_basebackup", "-D", datadir, "-h", "127.0.0.1", "-p", str(self.primary_port),
-            "-U", "postgres", "-X", "stream", "-R", "-C", "-S", slot, "--no-sync",
+            # --checkpoint=fast: a spread checkpoint on the shared test server took > 120 s under load (CI)
+            "-U", "postgres", "-X", "stream", "-R", "-C", "-S", slot, "--no-sync", "--checkpoint=fast",
         )
         os.chmod(datadir, 0o700)
         self.start(datadir, port, "-c cluster_name=%s" % name)

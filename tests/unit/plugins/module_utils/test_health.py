@@ -215,6 +215,23 @@ def test_replication_lag_on_primary_and_standby(pg_cluster):
     assert on_standby['status'] == 'ok' and 'self' in on_standby['details']['standbys']
 
 
+def test_replication_lag_ignores_the_streaming_receiver(monkeypatch):
+    # pg_receivewal of the streaming mode is a walsender client that never replays: its replay_lag only grows
+    # (found on the lab: 1126 s, the check and the chaos verification were critical forever).
+    from ansible_collections.rtx.dr.plugins.module_utils import postgres  # pylint: disable=import-outside-toplevel
+    from ansible_collections.rtx.dr.plugins.module_utils import walstream  # pylint: disable=import-outside-toplevel
+
+    rows = [{'application_name': 'db-east-2', 'state': 'streaming', 'sync_state': 'sync', 'lag_bytes': 0, 'lag_seconds': 0.0},
+            {'application_name': walstream.APPLICATION_NAME, 'state': 'streaming', 'sync_state': 'async',
+             'lag_bytes': None, 'lag_seconds': 1126.0}]
+    monkeypatch.setattr(postgres, 'query_one', lambda conn, sql: {'r': False})
+    monkeypatch.setattr(postgres, 'query_all', lambda conn, sql: rows)
+    monkeypatch.setattr(postgres, 'close_quietly', lambda conn: None)
+    result = health.run_checks([{'check': 'replication_lag', 'connect': object}])[0]
+    assert result['status'] == 'ok' and set(result['details']['standbys']) == {'db-east-2'}, result
+    assert health.NOT_STANDBYS == (walstream.APPLICATION_NAME,)
+
+
 # -- the runner -----------------------------------------------------------------
 
 def test_a_hanging_check_times_out_and_the_others_still_report(monkeypatch):
