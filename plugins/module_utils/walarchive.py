@@ -77,6 +77,7 @@ from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_wal_s
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import MIB
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import StreamUploader
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import sse_args as make_sse_args
+from ansible_collections.rtx.dr.plugins.module_utils.walspool import file_sha256
 
 #: Where a fetch looks, in order (``fetch_order``); the ``*_first`` orders fall back to the other bucket.
 FETCH_ORDERS = {
@@ -481,14 +482,10 @@ def _check_read_size(path, size, expected_size):
 
 
 def _raw_sha256_of_file(path):
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(CHUNK_SIZE), b""):
-                digest.update(chunk)
+        return file_sha256(path)[1]
     except OSError as exc:
         raise RtxDrError("Cannot read WAL file %s: %s" % (path, exc.strerror or exc), details={"path": path}) from None
-    return digest.hexdigest()
 
 
 def _archived_raw_sha256(s3, bucket, key, method):

@@ -319,6 +319,25 @@ def check_config(tmp_path, rendered, module):
     return proc
 
 
+def analyze_units(tmp_path, rendered, names):
+    """``systemd-analyze verify`` of the rendered units ``names`` (as root); no unknown key, section or parse error."""
+    analyze = "/usr/bin/systemd-analyze"
+    if not os.access(analyze, os.X_OK):
+        return
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    for name in names:
+        (unit_dir / name).write_text(rendered[name].replace("User=postgres", "User=root").replace(
+            "Group=postgres", "Group=root"))
+    proc = subprocess.run([analyze, "verify"] + [str(unit_dir / name) for name in names], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin"}, timeout=60, check=False,
+                          cwd=str(tmp_path))
+    text = proc.stdout.decode()
+    problems = [line for line in text.splitlines()
+                if "Unknown key" in line or "Unknown section" in line or "Failed to parse" in line]
+    assert not problems, text
+
+
 def test_rendered_configuration_is_valid_for_the_agent(tmp_path):
     rendered = render(tmp_path, backup_schedule_verify_options={"checksums": False})
     config = json.loads(rendered["agent.json"])
@@ -375,21 +394,7 @@ def test_rendered_units(tmp_path):
         assert "Persistent=true" in units[timer] and "RandomizedDelaySec=0" in units[timer]
         assert "WantedBy=timers.target" in units[timer]
 
-    analyze = "/usr/bin/systemd-analyze"
-    if not os.access(analyze, os.X_OK):
-        return
-    unit_dir = tmp_path / "units"
-    unit_dir.mkdir()
-    for name in UNITS:
-        (unit_dir / name).write_text(units[name].replace("User=postgres", "User=root").replace(
-            "Group=postgres", "Group=root"))
-    proc = subprocess.run([analyze, "verify"] + [str(unit_dir / name) for name in UNITS], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin"}, timeout=60, check=False,
-                          cwd=str(tmp_path))
-    text = proc.stdout.decode()
-    problems = [line for line in text.splitlines()
-                if "Unknown key" in line or "Unknown section" in line or "Failed to parse" in line]
-    assert not problems, text
+    analyze_units(tmp_path, units, UNITS)
 
 
 STREAM_UNITS = ("rtx-dr-wal-receive.service", "rtx-dr-wal-stream.service")
@@ -420,18 +425,4 @@ def test_streaming_mode_settings_and_units(tmp_path):
     # the WAL agent accepts the section (check-config validates the stream options)
     check_config(tmp_path, rendered, "wal_agent")
 
-    analyze = "/usr/bin/systemd-analyze"
-    if not os.access(analyze, os.X_OK):
-        return
-    unit_dir = tmp_path / "units"
-    unit_dir.mkdir()
-    for name in STREAM_UNITS:
-        (unit_dir / name).write_text(rendered[name].replace("User=postgres", "User=root").replace(
-            "Group=postgres", "Group=root"))
-    proc = subprocess.run([analyze, "verify"] + [str(unit_dir / name) for name in STREAM_UNITS],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin"}, timeout=60,
-                          check=False, cwd=str(tmp_path))
-    text = proc.stdout.decode()
-    problems = [line for line in text.splitlines()
-                if "Unknown key" in line or "Unknown section" in line or "Failed to parse" in line]
-    assert not problems, text
+    analyze_units(tmp_path, rendered, STREAM_UNITS)
