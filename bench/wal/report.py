@@ -197,6 +197,7 @@ def stream_analyse(rec):
         lsns[i] = max(lsns[i], lsns[i - 1])
     samples = []
     errors = 0
+    best = {}  # segment number -> newest covers-lsn seen of its partial
     for line in open(local(st["watch"])):
         parts = line.rstrip("\n").split("\t")
         if len(parts) != 6:
@@ -205,6 +206,14 @@ def stream_analyse(rec):
         if parts[5] != "-":
             errors += 1
             continue
+        # A partial of a segment beyond the first one not archived yet does not cover that segment's tail: count
+        # only the newest covers-lsn seen of a segment up to archived + 1 (the uploader pushes a completed segment
+        # while it uploads the next partial, so the next partial can land first).
+        name = parts[3]
+        pseg = int(name[8:16], 16) * (0x100000000 // seg) + int(name[16:24], 16) if len(name) >= 24 else None
+        if covers >= 0 and pseg is not None:
+            best[pseg] = max(best.get(pseg, -1), covers)
+            covers = max((c for s_, c in best.items() if s_ <= archived + 1), default=-1)
         covered = max(covers, (archived + 1) * seg if archived >= 0 else -1)
         k = bisect.bisect_right(times, t1) - 1  # last fast sample at or before t1
         if k < 0 or covered < 0:

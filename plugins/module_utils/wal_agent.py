@@ -291,10 +291,17 @@ def run_stream(args, log, client_factory):
         s3 = make_client(params, "s3", **STREAM_CLIENT)
     else:
         s3 = client_factory(params, "s3")
-    uploader = walstream.Uploader(params, s3, log, probe, kms=lambda: client_factory(params, "kms"))
-    log("uploading the WAL stream of %s every %s s to s3://%s/%s" % (
+    replica = walarchive.replica_params(params)
+    if replica is not None:
+        replica = (make_client(replica, "s3", **STREAM_CLIENT) if client_factory is make_client
+                   else client_factory(replica, "s3"), replica)
+    uploader = walstream.Uploader(params, s3, log, probe, kms=lambda: client_factory(params, "kms"), replica=replica,
+                                  replica_kms=(lambda: client_factory(replica[1], "kms")) if replica else None)
+    log("uploading the WAL stream of %s every %s s to s3://%s/%s%s" % (
         uploader.directory, uploader.interval, uploader.settings["bucket"],
-        walstream.stream_prefix(uploader.settings["prefix"])))
+        walstream.stream_prefix(uploader.settings["prefix"]),
+        " and s3://%s/%s" % (replica[1]["bucket"], walstream.stream_prefix(uploader.replica["settings"]["prefix"]))
+        if replica else ""))
     uploader.run(stop, once=getattr(args, "once", False))
     return uploader.counts
 

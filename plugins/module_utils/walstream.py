@@ -36,6 +36,13 @@ lab). Streaming mode adds, on every database host, two small services of the
       ``write_lsn`` in ``pg_stat_replication`` read *before* the file was read, so the
       object holds at least the WAL up to that LSN, and ``host``.
 
+  On a primary (a) runs in a worker thread while (b) uploads, so a segment switch does not delay the newest WAL
+  by a whole segment push; between ticks the spool is looked at every :data:`COMPLETION_POLL` s and a newly
+  completed segment starts the next tick at once. With a replica archive (``replica_bucket``, as
+  ``archive_command``'s cross-region copy) every partial is also uploaded to the replica bucket, at the same
+  time, with the replica's KMS key: region west restores the newest WAL too. A failing replica upload is a
+  warning (logged once); the primary's upload counts.
+
   It uploads the partial only on a primary. S3 or PostgreSQL problems are logged once
   when they start and once when they end (journal), never per upload, and the loop
   keeps going (the next tick retries); one summary line per hour.
@@ -62,7 +69,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.rtx.dr.plugins.module_utils import walarchive
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
@@ -104,6 +114,8 @@ RECEIVER_GRACE = 30.0
 #: Seconds between two summary lines of the uploader.
 SUMMARY_SECONDS = 3600.0
 MIN_INTERVAL = 0.2
+#: Seconds between two looks at the spool for a completed segment while the uploader waits for its next tick.
+COMPLETION_POLL = 0.2
 MAX_INTERVAL = 60.0
 
 _SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
@@ -264,19 +276,23 @@ class Problems:
         self.log = log
         self.clock = clock
         self.active = {}
+        self.lock = threading.Lock()  # the uploader's threads report too
 
     def report(self, key, level, msg, grace=0.0):
         now = self.clock()
-        entry = self.active.setdefault(key, {"since": now, "reported": False, "count": 0})
-        entry["count"] += 1
-        if not entry["reported"] and now - entry["since"] >= grace:
-            emit = self.log if level == "info" else getattr(self.log, level)
-            emit(msg)
-            entry["reported"] = True
+        with self.lock:
+            entry = self.active.setdefault(key, {"since": now, "reported": False, "count": 0})
+            entry["count"] += 1
+            emit = not entry["reported"] and now - entry["since"] >= grace
+            if emit:
+                entry["reported"] = True
+        if emit:
+            (self.log if level == "info" else getattr(self.log, level))(msg)
 
     def clear(self, key, msg=None):
         """End problem ``key``; ``msg`` (``%(seconds)d`` for its duration) is logged when it had been reported."""
-        entry = self.active.pop(key, None)
+        with self.lock:
+            entry = self.active.pop(key, None)
         if entry is not None and entry["reported"] and msg:
             self.log(msg % {"seconds": round(self.clock() - entry["since"])})
 
@@ -499,9 +515,15 @@ class Receiver:
 
 
 class Uploader:
-    """Pushes completed spool files and uploads the partial segment; see the module docstring."""
+    """Pushes completed spool files and uploads the partial segment; see the module docstring.
 
-    def __init__(self, params, s3, log, probe, kms=None, clock=time.monotonic, host=None):
+    ``replica``: optional ``(client, params)`` of the replica archive (:func:`walarchive.replica_params`): every
+    partial upload goes to both buckets at the same time (a replica failure is a warning, the primary's upload
+    counts). Completed files are pushed to the primary bucket only (``archive_command`` pushes them to both).
+    """
+
+    def __init__(self, params, s3, log, probe, kms=None, clock=time.monotonic, host=None, replica=None,
+                 replica_kms=None):
         self.params = params
         self.s3 = s3
         self.log = log
@@ -511,16 +533,44 @@ class Uploader:
         self.host = host or socket.gethostname()
         self.settings = walarchive.check_options(params)
         self.directory, self.interval = check_stream_options(params)
+        self.replica = None
+        if replica is not None:
+            client, replica_params = replica
+            self.replica = {"s3": client, "params": replica_params, "kms": replica_kms,
+                            "settings": walarchive.check_options(replica_params)}
         self.problems = Problems(log, clock)
         self.last = None
         self.conflicts = set()
+        self.seen = set()  # completed files in the spool at the last tick
         self.counts = {"pushed": 0, "uploads": 0, "errors": 0}
+        self.lock = threading.Lock()
         self.role = None
+        # Completed files are pushed while the partial is uploaded (a segment switch would otherwise delay the
+        # newest WAL by a whole segment push); the replica's copy of the partial goes in parallel too.
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stream-upload")
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+        self.probe.close()
+
+    def _count(self, name):
+        with self.lock:
+            self.counts[name] += 1
+
+    def pending_completed(self):
+        """True when a completed file appeared in the spool since the last tick (the uploader then ticks at once;
+        a file that could not be pushed waits for the next regular tick, so an S3 outage is no busy loop)."""
+        return any(name not in self.seen for name in scan_spool(self.directory)["complete"])
 
     def tick(self):
-        """One pass. ``{"pushed": [names], "uploaded": {name, key, covers_lsn} or None, "partial": why not}``."""
+        """One pass. ``{"pushed": [names], "uploaded": {name, key, covers_lsn, replica} or None, "partial": why not}``.
+
+        On a primary the completed files are pushed (one worker thread) while the partial segment is uploaded;
+        otherwise only the completed files are pushed.
+        """
         outcome = {"pushed": [], "uploaded": None, "partial": None}
         spool = scan_spool(self.directory)
+        self.seen = set(spool["complete"])
         try:
             state = self.probe.uploader_state()  # BEFORE reading any file: covers-lsn is a lower bound
             self.problems.clear("postgres", "the local server answers again (after %(seconds)d s)")
@@ -528,12 +578,11 @@ class Uploader:
             state = None
             self.problems.report("postgres", "warning", "cannot ask the local server for its role and the receiver's "
                                  "position: %s (completed segments are still pushed, the partial one is not)" % exc.msg)
-        if not self._push_completed(spool["complete"], outcome):
-            return outcome
-        if state is None:
-            outcome["partial"] = "server unreachable"
-            return outcome
-        if state["in_recovery"]:
+        if state is None or state["in_recovery"]:
+            self._push_completed(spool["complete"], outcome)
+            if state is None:
+                outcome["partial"] = "server unreachable"
+                return outcome
             if self.role != "standby":
                 self.log("standby: no partial segment to upload (the primary's uploader does it)")
             self.role = "standby"
@@ -542,16 +591,24 @@ class Uploader:
         if self.role == "standby":
             self.log("the local server is the primary now: uploading its partial segment")
         self.role = "primary"
-        self._upload_partial(spool["partials"], state, outcome)
+        pushing = self.pool.submit(self._push_completed, spool["complete"], outcome) if spool["complete"] else None
+        try:
+            self._upload_partial(spool["partials"], state, outcome)
+        finally:
+            if pushing is not None:
+                pushing.result()
+        if self.last is not None and self.last["name"][:24] in outcome["pushed"]:
+            self.last = None  # that segment is archived now: its partial is history
         return outcome
 
-    def _s3_failed(self, what, exc):
-        self.counts["errors"] += 1
-        self.problems.report("s3", "error", "%s failed: %s (the stream uploader retries every %s s; logged once until "
+    def _s3_failed(self, what, exc, key="s3", level="error"):
+        self._count("errors")
+        self.problems.report(key, level, "%s failed: %s (the stream uploader retries every %s s; logged once until "
                              "it works again)" % (what, exc.msg, self.interval))
 
-    def _s3_ok(self):
-        self.problems.clear("s3", "S3 uploads work again (after %(seconds)d s)")
+    def _s3_ok(self, key="s3"):
+        self.problems.clear(key, "S3 uploads %swork again (after %%(seconds)d s)"
+                            % ("to the replica bucket " if key != "s3" else ""))
 
     def _push_completed(self, names, outcome):
         """Push every completed file; False when S3 failed (the rest waits for the next tick)."""
@@ -578,10 +635,31 @@ class Uploader:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-            self.counts["pushed"] += 1
+            self._count("pushed")
             outcome["pushed"].append(name)
-            if self.last is not None and self.last["name"] == name + ".partial":
-                self.last = None
+        return True
+
+    def _put(self, target, key, body, metadata, extra):
+        """PUT the partial into one bucket; the RtxDrError of a failure."""
+        try:
+            target["s3"].put_object(Bucket=target["settings"]["bucket"], Key=key, Body=body, Metadata=metadata,
+                                    **extra)
+        except RtxDrError:
+            raise
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            raise error_from_boto(exc, "uploading s3://%s/%s" % (target["settings"]["bucket"], key)) from None
+
+    def _put_replica(self, name, extension, body, metadata):
+        replica = self.replica
+        key = stream_base_key(replica["settings"]["prefix"], name[:24]) + extension
+        try:
+            extra = walarchive.upload_args(replica["settings"], replica["params"], replica["kms"])
+            self._put(replica, key, body, metadata, extra)
+        except RtxDrError as exc:
+            self._s3_failed("uploading the partial segment %s to the replica bucket %s"
+                            % (name, replica["settings"]["bucket"]), exc, key="replica-s3", level="warning")
+            return False
+        self._s3_ok("replica-s3")
         return True
 
     def _upload_partial(self, partials, state, outcome):
@@ -632,23 +710,24 @@ class Uploader:
             outcome["partial"] = "unchanged"
             return
         metadata.update({"covers-lsn": format_lsn(covers), "host": self.host})
+        replica = (self.pool.submit(self._put_replica, name, EXTENSIONS[method], body, metadata)
+                   if self.replica is not None else None)
         try:
-            extra = walarchive.upload_args(self.settings, self.params, self.kms)
-            self.s3.put_object(Bucket=self.settings["bucket"], Key=key, Body=body, Metadata=metadata, **extra)
+            self._put({"s3": self.s3, "settings": self.settings}, key, body, metadata,
+                      walarchive.upload_args(self.settings, self.params, self.kms))
         except RtxDrError as exc:
             self._s3_failed("uploading the partial segment %s" % name, exc)
             outcome["partial"] = "S3 failed"
             return
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            self._s3_failed("uploading the partial segment %s" % name,
-                            error_from_boto(exc, "uploading s3://%s/%s" % (self.settings["bucket"], key)))
-            outcome["partial"] = "S3 failed"
-            return
+        finally:
+            replica_ok = replica.result() if replica is not None else None
         self._s3_ok()
-        self.counts["uploads"] += 1
+        self._count("uploads")
         self.last = {"name": name, "covers": covers, "sha256": metadata["raw-sha256"], "key": key,
                      "at": time.time()}
         outcome["uploaded"] = {"name": name, "key": key, "covers_lsn": format_lsn(covers)}
+        if replica is not None:
+            outcome["uploaded"]["replica"] = replica_ok
 
     def summary(self):
         last = self.last
@@ -656,13 +735,27 @@ class Uploader:
                 % (self.counts["uploads"], self.counts["pushed"], self.counts["errors"],
                    "%s covering %s" % (last["name"], format_lsn(last["covers"])) if last else "none"))
 
+    def wait(self, stop, deadline):
+        """Sleep until ``deadline`` (clock) or ``stop``, but return early when a completed file shows up in the
+        spool: a segment switch is pushed within :data:`COMPLETION_POLL` s, not at the next tick."""
+        while not stop.is_set():
+            left = deadline - self.clock()
+            if left <= 0:
+                return
+            stop.wait(min(COMPLETION_POLL, left))
+            if self.pending_completed():
+                return
+
     def run(self, stop, once=False):
         """Tick every ``stream_interval`` seconds until ``stop`` is set (one tick with ``once``)."""
         next_summary = self.clock() + SUMMARY_SECONDS
-        try:
-            walarchive.upload_args(self.settings, self.params, self.kms)  # the KMS key's ARN now, not at the 1st upload
-        except RtxDrError:
-            pass  # the first upload reports it
+        for target in ([(self.settings, self.params, self.kms)]
+                       + ([(self.replica["settings"], self.replica["params"], self.replica["kms"])]
+                          if self.replica else [])):
+            try:
+                walarchive.upload_args(*target)  # the KMS key's ARN now, not at the 1st upload
+            except RtxDrError:
+                pass  # the first upload reports it
         try:
             while not stop.is_set():
                 started = self.clock()
@@ -674,12 +767,15 @@ class Uploader:
                     return
                 if self.clock() >= next_summary:
                     self.log(self.summary())
-                    self.counts = {"pushed": 0, "uploads": 0, "errors": 0}
+                    with self.lock:
+                        self.counts = {"pushed": 0, "uploads": 0, "errors": 0}
                     next_summary = self.clock() + SUMMARY_SECONDS
-                stop.wait(max(0.05, self.interval - (self.clock() - started)))
+                if self.clock() - started < MIN_INTERVAL / 4:
+                    stop.wait(MIN_INTERVAL / 4)  # never a busy loop, whatever the spool holds
+                self.wait(stop, started + self.interval)
             self.log("stopping: %s" % self.summary())
         finally:
-            self.probe.close()
+            self.close()
 
 
 # --------------------------------------------------------------------------

@@ -248,8 +248,10 @@ def test_host_policy_covers_the_replica_for_wal_and_restores():
     put = _allowed(policy, "s3:PutObject")
     get = _allowed(policy, "s3:GetObject")
     assert "arn:aws:s3:::${ReplicaBucket}/${BackupPrefix}/wal/*" in put, "dual WAL push needs the replica's wal/"
-    assert not any(r.startswith("arn:aws:s3:::${ReplicaBucket}") and "/wal/" not in r for r in put), \
-        "the DB hosts write only WAL into the replica (backups are copied from the control node)"
+    assert "arn:aws:s3:::${ReplicaBucket}/${BackupPrefix}/wal-stream/*" in put, \
+        "streaming mode uploads the partial segment to the replica's wal-stream/ too"
+    assert not any(r.startswith("arn:aws:s3:::${ReplicaBucket}") and not r.endswith(("/wal/*", "/wal-stream/*"))
+                   for r in put), "the DB hosts write only WAL into the replica (backups are copied from the control node)"
     assert {"arn:aws:s3:::${BackupBucket}/${BackupPrefix}/*", "arn:aws:s3:::${ReplicaBucket}/${BackupPrefix}/*"} \
         <= set(get), "restores and WAL fetch read both regions"
 

@@ -484,7 +484,114 @@ def test_uploader_survives_s3_going_away_and_catches_up(uploader_env, aws):  # p
     probe.state["write_lsn"] += 1000
     assert up.tick()["partial"] == "S3 failed" and up.tick()["partial"] == "S3 failed"
     assert env["out"].getvalue().count("ERROR") == 2
-    assert up.summary().startswith("streamed: 1 partial uploads, 1 completed files pushed, 7 S3 errors")
+    # 5 ticks with the segment push and the partial upload failing side by side, then 2 partial uploads
+    assert up.summary().startswith("streamed: 1 partial uploads, 1 completed files pushed, 12 S3 errors")
+
+
+class Recording:
+    """An S3 client whose put_object records ``(key, start, end)`` and is slow for keys containing ``slow``."""
+
+    def __init__(self, real, slow="", delay=0.0):
+        self.real, self.slow, self.delay = real, slow, delay
+        self.puts = []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def put_object(self, **kwargs):
+        start = time.monotonic()
+        if self.slow and self.slow in kwargs["Key"]:
+            time.sleep(self.delay)
+        try:
+            return self.real.put_object(**kwargs)
+        finally:
+            self.puts.append((kwargs["Key"], start, time.monotonic()))
+
+
+def test_uploader_uploads_the_partial_while_it_pushes_a_completed_segment(uploader_env):  # pylint: disable=redefined-outer-name
+    env = uploader_env
+    up, spool, probe = env["uploader"], env["spool"], env["probe"]
+    up.s3 = Recording(env["s3"], slow="/wal/", delay=0.6)  # the archive's PUT of the completed segment is slow
+    (spool / seg(1, 6)).write_bytes(wal_bytes(MIB, b"six"))
+    _write_partial(spool, seg(1, 7), 3000)
+    probe.state["write_lsn"] = 7 * MIB + 3000
+    outcome = up.tick()
+    assert outcome["pushed"] == [seg(1, 6)] and outcome["uploaded"]["covers_lsn"] == format_lsn(7 * MIB + 3000)
+    assert len(up.s3.puts) == 2, up.s3.puts
+    segment = [p for p in up.s3.puts if "/wal/" in p[0]][0]
+    partial = [p for p in up.s3.puts if "/wal-stream/" in p[0]][0]
+    # side by side: the partial's PUT started before the segment's (slow) PUT ended and ended before it
+    assert partial[1] < segment[2] and partial[2] < segment[2], up.s3.puts
+    assert not (spool / seg(1, 6)).exists()
+
+
+@pytest.fixture(scope="module")
+def west(moto_url):  # noqa: F811 pylint: disable=redefined-outer-name
+    return encrypted_bucket_and_key(moto_url, "rtx-stream-west")
+
+
+def test_uploader_copies_the_partial_to_the_replica_bucket(uploader_env, aws, west, tmp_path):  # pylint: disable=redefined-outer-name
+    env = uploader_env
+    config = stream_config(aws, env["prefix"], stream_dir=str(env["spool"]), replica_bucket=west["bucket"],
+                           replica_kms_key_id=west["alias"])
+    params = wal_agent.params_from_config(str(write_config(tmp_path, config)), wal_agent.stream_spec())
+    replica = walarchive.replica_params(params)
+    west_s3 = Flaky(west["s3"])
+    out = io.StringIO()
+    import boto3  # pylint: disable=import-outside-toplevel
+
+    kms = boto3.client("kms", endpoint_url=aws["url"], region_name="us-east-1", aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    up = walstream.Uploader(params, env["s3"], Log("up", out), env["probe"], clock=env["clock"], host="db-test",
+                            replica=(west_s3, replica), replica_kms=kms)
+    name = seg(1, 9)
+    _write_partial(env["spool"], name, 2000)
+    env["probe"].state["write_lsn"] = 9 * MIB + 2000
+    outcome = up.tick()
+    assert outcome["uploaded"]["replica"] is True
+    key = _partial_key(env["prefix"], name)
+    east_head = aws["s3"].head_object(Bucket=aws["bucket"], Key=key)
+    west_head = west["s3"].head_object(Bucket=west["bucket"], Key=key)
+    assert west_head["SSEKMSKeyId"] == west["arn"] and east_head["SSEKMSKeyId"] == aws["arn"]
+    assert west_head["Metadata"] == east_head["Metadata"]
+    assert west_head["Metadata"]["covers-lsn"] == format_lsn(9 * MIB + 2000)
+
+    # The replica unreachable: a warning once, the primary's upload still counts.
+    west_s3.down = True
+    for step in (1000, 2000):
+        env["probe"].state["write_lsn"] = 9 * MIB + 2000 + step
+        outcome = up.tick()
+        assert outcome["uploaded"]["replica"] is False
+        assert outcome["uploaded"]["covers_lsn"] == format_lsn(9 * MIB + 2000 + step)
+    assert out.getvalue().count("WARNING") == 1 and "replica bucket %s" % west["bucket"] in out.getvalue()
+    assert aws["s3"].head_object(Bucket=aws["bucket"], Key=key)["Metadata"]["covers-lsn"] == format_lsn(9 * MIB + 4000)
+    west_s3.down = False
+    env["probe"].state["write_lsn"] = 9 * MIB + 5000
+    assert up.tick()["uploaded"]["replica"] is True
+    assert "S3 uploads to the replica bucket work again" in out.getvalue()
+    assert west["s3"].head_object(Bucket=west["bucket"], Key=key)["Metadata"]["covers-lsn"] == format_lsn(9 * MIB + 5000)
+
+
+def test_uploader_wakes_up_for_a_completed_segment_but_not_for_one_it_could_not_push(uploader_env):  # pylint: disable=redefined-outer-name
+    env = uploader_env
+    up, spool = env["uploader"], env["spool"]
+    up.tick()  # the spool is empty: nothing seen
+    stop = threading.Event()
+    guard = threading.Timer(20, stop.set)  # the fake clock never reaches the deadline: only the file ends the wait
+    guard.start()
+    try:
+        threading.Timer(0.3, lambda: (spool / seg(1, 11)).write_bytes(wal_bytes(MIB, b"eleven"))).start()
+        up.wait(stop, env["clock"].now + 60)
+        assert not stop.is_set(), "wait() did not return for the completed segment"
+    finally:
+        guard.cancel()
+    # S3 down: the segment stays in the spool; the next wait must not return at once for it (no busy loop).
+    env["s3"].down = True
+    assert up.tick()["pushed"] == []
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    up.wait(stop, env["clock"].now + 60)
+    assert stop.is_set(), "wait() returned early for a file it had already tried"
 
 
 # -- the restore side --------------------------------------------------------
