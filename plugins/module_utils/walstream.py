@@ -58,7 +58,9 @@ its streamed partial is written in its place (what ``barman-wal-restore --partia
 does): recovery replays up to the last complete record in it and ends there. Only the
 newest segment of the newest timeline is ever partial: the partial is refused (one
 warning line) when the archive holds a later segment of its timeline or a newer
-timeline (:func:`newer_wal`).
+timeline (:func:`newer_wal`), and it is never written when the server's ``pg_wal`` already
+has a file of that name (a standby's walreceiver may have written more than the partial
+holds; a standby keeps a restored file under the segment's name and would lose that WAL).
 """
 
 from __future__ import annotations
@@ -833,6 +835,17 @@ def fetch_streamed_partial(sources, name, dest_path, log, verbose=False):
         kind = None
     if kind != walarchive.SEGMENT:
         raise walarchive.WalNotFoundError("%s is not a WAL segment: no streamed partial" % name)
+    local = os.path.join(os.path.dirname(dest_path) or ".", name)
+    if os.path.exists(local):
+        # restore_command's %p is pg_wal/RECOVERYXLOG: the server's pg_wal holds its own copy of the segment
+        # (written by its walreceiver, or kept from an earlier restore). A standby keeps a restored file under the
+        # segment's name, replacing its own: a partial shorter than what the walreceiver wrote would take WAL away
+        # that the server has already replayed, and the promotion PANICs re-reading its last record ("invalid
+        # magic number"; found by the lab's region drill). Not found here = PostgreSQL reads its pg_wal copy.
+        if verbose:
+            log("%s: %s exists, the streamed partial is not used (the server reads its own copy)" % (name, local))
+        raise walarchive.WalNotFoundError("WAL file %s is in no archive; its streamed partial is not used because %s "
+                                          "exists (the server's own copy)" % (name, local), details={"name": name})
     problem = None
     for label, client, params in sources:
         try:

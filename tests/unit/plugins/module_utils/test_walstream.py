@@ -1040,6 +1040,56 @@ def test_point_in_time_restore_gets_the_commit_only_the_partial_has(lab):  # pyl
         shutil.rmtree(restored, ignore_errors=True)
 
 
+def test_a_standby_ahead_of_the_partial_keeps_its_wal_and_promotes(lab):  # pylint: disable=redefined-outer-name
+    """The lab's region drill: a standby streamed WAL beyond the newest partial in S3, lost its primary, and
+    PANICked at promotion ("invalid magic number") because restore_command had replaced its own copy of the
+    segment with the shorter partial. The partial is never served when pg_wal holds the segment."""
+    lsn, name, dummy = lab.commit("before-the-outage")
+    _wait(lambda: (lab.covers(name) or 0) >= lsn, 30, "not covered", lab.logs.values())
+    standby = os.path.join(lab.base, "standby-ahead")
+    shutil.copytree(lab.backup, standby, symlinks=True)
+    command = "PYTHONPATH=%s %s -m %s --config %s fetch --partial %%f %%p" % (lab.pythonpath, lab.python, MODULE,
+                                                                              lab.direct)
+    conninfo = "host=%s port=%d user=postgres application_name=ahead" % (lab.pg.base, lab.port)
+    with open(os.path.join(standby, "postgresql.auto.conf"), "a", encoding="utf-8") as handle:
+        handle.write("restore_command = '%s'\narchive_mode = off\nprimary_conninfo = '%s'\n"
+                     % (command.replace("'", "''"), conninfo))
+    Path(standby, "standby.signal").write_text("")
+    if lab.user is not None:
+        for root, dirs, files in os.walk(standby):
+            for entry in dirs + files + [""]:
+                os.lchown(os.path.join(root, entry), lab.user.pw_uid, lab.user.pw_gid)
+    os.chmod(standby, 0o700)
+    port = _free_port()
+    lab.proxy.down()  # the stream uploader cannot upload: the partial in S3 stays where it is
+    try:
+        lab.pg.start(standby, port)
+        ahead, name, dummy = lab.commit("after-the-partial")
+        for number in range(20):  # more WAL of the same segment than the partial holds
+            lab.commit("after-%d" % number)
+        ahead = parse_lsn(lab.sql("SELECT pg_current_wal_flush_lsn()::text")[0])
+        _wait(lambda: parse_lsn(lab.sql("SELECT pg_last_wal_replay_lsn()::text", port)[0] or "0/0") >= ahead, 60,
+              "the standby did not replay the new commits", [standby + ".log"])
+        assert (lab.covers(name) or 0) < ahead and not lab.archived(name)
+        # The primary goes away for the standby: it falls back to restore_command for the current segment.
+        with open(standby + ".log", encoding="utf-8", errors="replace") as handle:
+            seen = len(handle.read())  # the start may restore the backup's own segment from a partial: fine
+        lab.sql("ALTER SYSTEM SET primary_conninfo = 'host=%s port=1 user=postgres'" % lab.pg.base, port)
+        lab.sql("SELECT pg_reload_conf()", port)
+        time.sleep(8)  # a few restore_command rounds (wal_retrieve_retry_interval 5 s)
+        lab.pg.run("pg_ctl", "promote", "-D", standby, "-w", "-t", "60")
+        _wait(lambda: lab.sql("SELECT NOT pg_is_in_recovery()", port)[0], 60, "the promotion did not end",
+              [standby + ".log"])
+        assert lab.sql("SELECT count(*) FROM t WHERE note LIKE 'after-%'", port)[0] == 21
+        with open(standby + ".log", encoding="utf-8", errors="replace") as handle:
+            log = handle.read()[seen:]
+        assert "PANIC" not in log and "from the streamed partial segment" not in log, log[-3000:]
+    finally:
+        lab.proxy.up()
+        lab.pg.stop(standby)
+        shutil.rmtree(standby, ignore_errors=True)
+
+
 def test_a_standby_is_not_streamed_from_until_promoted(lab, fresh_standby):  # pylint: disable=redefined-outer-name
     port, datadir = fresh_standby
     spool = os.path.join(lab.base, "stream-standby")
