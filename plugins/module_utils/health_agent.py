@@ -20,6 +20,12 @@ agent options below), then:
   synchronous standbys (primary), and from the replicated DR schema the last
   complete and last finished base/logical backup, the last backup verification,
   the last successful restore (drill) and the last failover of each kind;
+* with ``wal_stream: true`` (streaming mode, primary only) reads the newest
+  streamed partial segment under ``<prefix>/wal-stream/`` in S3 as
+  ``rtx.dr.wal_archive_status`` does (:func:`walstatus.read_stream`): the bucket,
+  prefix and AWS settings come from the backup agent's configuration
+  ``wal_stream_config`` (``/etc/rtx-dr/agent.json``, the file the stream
+  uploader itself reads), so they are never repeated here;
 * appends one row per check to ``<history_schema>.health_check_history`` on the
   current primary (libpq ``target_session_attrs=read-write`` over
   ``history_hosts``), when ``history`` is on;
@@ -48,6 +54,7 @@ import sys
 import tempfile
 import time
 
+from ansible_collections.rtx.dr.plugins.module_utils.agent import DEFAULT_CONFIG as BACKUP_AGENT_CONFIG
 from ansible_collections.rtx.dr.plugins.module_utils.agent import EXIT_CONFIG
 from ansible_collections.rtx.dr.plugins.module_utils.agent import EXIT_FAILED
 from ansible_collections.rtx.dr.plugins.module_utils.agent import EXIT_OK
@@ -81,7 +88,11 @@ AGENT_OPTIONS = dict(
                           choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
     history_ca_cert=dict(type="path"),
     history_connect_timeout=dict(type="int", default=5),
+    wal_stream=dict(type="bool", default=False),
+    wal_stream_config=dict(type="path", default=BACKUP_AGENT_CONFIG),
 )
+#: S3 client settings of the stream read: a run must stay short (the next one comes in 60 s).
+STREAM_CLIENT = {"retries": {"mode": "standard", "total_max_attempts": 2}, "connect_timeout": 3, "read_timeout": 10}
 
 # name: (help, labels). All gauges; timestamps are Unix seconds, 0 = never.
 METRICS = {
@@ -103,6 +114,14 @@ METRICS = {
     "rtx_dr_wal_archive_ready_segments": ("WAL files waiting to be archived (.ready in archive_status).", ()),
     "rtx_dr_wal_archive_oldest_ready_timestamp_seconds": (
         "Since when the oldest WAL file waiting to be archived waits (its .ready file); 0 = none waits.", ()),
+    "rtx_dr_wal_stream_read_success": (
+        "1 when the agent could read the streamed WAL under <prefix>/wal-stream/ in S3 (primary, streaming mode).", ()),
+    "rtx_dr_wal_stream_checked_timestamp_seconds": (
+        "When the agent looked at the streamed WAL in S3 (primary, streaming mode).", ()),
+    "rtx_dr_wal_stream_newest_timestamp_seconds": (
+        "Upload time (S3 LastModified) of the newest streamed partial WAL segment; 0 = none in S3.", ()),
+    "rtx_dr_wal_stream_covers_bytes_behind": (
+        "WAL the primary has written that no streamed partial nor archived segment holds (0 when idle).", ()),
     "rtx_dr_replication_lag_bytes": ("Replay lag of a standby in bytes (exported by the primary).", ("standby",)),
     "rtx_dr_replication_lag_seconds": ("Replay lag of a standby in seconds (exported by the primary).", ("standby",)),
     "rtx_dr_sync_standbys": ("Standbys with sync_state sync or quorum (exported by the primary).", ()),
@@ -173,6 +192,9 @@ def check_params(params, where="health agent configuration"):
         split_hosts(params.get("history_hosts") or [], params["history_port"])
     if params.get("dr_metrics"):
         quote_ident(params["dr_schema"], "dr_schema")
+    if params.get("wal_stream") and not params.get("dr_metrics"):
+        raise InvalidValueError("%s: wal_stream is on but dr_metrics is off: the stream is read by the primary's "
+                                "DR metrics" % where, hint="Set dr_metrics: true (a database host), or wal_stream: false.")
     if not params.get("checks") and not params.get("dr_metrics"):
         raise InvalidValueError("%s: no checks and no dr_metrics: nothing to do" % where,
                                 hint="Name the checks, e.g. [disk, cpu_load, memory].")
@@ -192,11 +214,12 @@ def _epoch(value):
     return float(value) if value is not None else 0.0
 
 
-def collect_dr_metrics(params, replication=None, connect=None):
+def collect_dr_metrics(params, replication=None, connect=None, s3_factory=None):
     """DR facts of the local server (see the module docstring). Never raises: failures are in ``error``.
 
     ``replication`` is the result of the ``replication_lag`` check when it ran
-    (its per-standby details are reused, not queried twice).
+    (its per-standby details are reused, not queried twice). ``s3_factory(params)``
+    builds the S3 client of the stream read (default: the WAL agent's botocore client).
     """
     from ansible_collections.rtx.dr.plugins.module_utils import postgres  # pylint: disable=import-outside-toplevel
 
@@ -213,6 +236,8 @@ def collect_dr_metrics(params, replication=None, connect=None):
         if not base["in_recovery"]:
             facts["wal_archive"] = _archiver(postgres, conn, base["archive_mode"])
             facts["replication"] = _replication(replication)
+            if params.get("wal_stream"):
+                facts["wal_stream"] = _wal_stream(postgres, conn, params["wal_stream_config"], s3_factory)
         facts["dr_schema"] = _dr_schema(postgres, conn, params["dr_schema"])
     except RtxDrError as exc:
         facts["error"] = str(exc)
@@ -236,6 +261,50 @@ def _archiver(postgres, conn, archive_mode):
             "failed_total": int(row["failed_count"]), "last_archived": _epoch(row["last_archived"]),
             "last_failed": _epoch(row["last_failed"]), "ready_segments": ready["ready_count"],
             "oldest_ready": ready["oldest_ready"], "oldest_ready_time": oldest.timestamp() if oldest else 0.0}
+
+
+def _stream_client(wal_params):
+    from ansible_collections.rtx.dr.plugins.module_utils.wal_agent import make_client  # pylint: disable=import-outside-toplevel
+
+    return make_client(wal_params, "s3", **STREAM_CLIENT)
+
+
+def _wal_stream(postgres, conn, config_path, s3_factory=None):
+    """The newest streamed partial segment (:func:`walstatus.read_stream`) against this primary's position.
+
+    ``{read_success, checked, newest, bytes_behind, where, stream, error}``: ``checked`` when S3 was looked at and
+    ``newest`` the partial's upload time (Unix seconds, 0 = none in S3); ``read_success`` 0 with ``error`` when the
+    backup agent's configuration or S3 could not be read (never raised: the other metrics still go out).
+    """
+    # pylint: disable=import-outside-toplevel
+    from ansible_collections.rtx.dr.plugins.module_utils import catalog
+    from ansible_collections.rtx.dr.plugins.module_utils import walstream
+    from ansible_collections.rtx.dr.plugins.module_utils.verify import read_only_s3
+    from ansible_collections.rtx.dr.plugins.module_utils.wal_agent import params_from_config
+    from ansible_collections.rtx.dr.plugins.module_utils.walstatus import read_stream
+
+    out = {"read_success": 0, "checked": None, "newest": None, "bytes_behind": None, "where": None, "stream": None,
+           "error": None}
+    try:
+        # The position first (as rtx.dr.wal_archive_status): WAL written while S3 is read is not counted.
+        row = postgres.query_one(conn, "SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn, (SELECT setting::bigint"
+                                       " FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size') AS wal_segment_size")
+        wal = params_from_config(config_path)
+        if not wal.get("bucket"):
+            raise InvalidValueError("the backup agent's configuration %s (wal_stream_config) has no bucket"
+                                    % config_path)
+        prefix = catalog.resolve_prefix(wal)
+        out["where"] = "s3://%s/%s" % (wal["bucket"], walstream.stream_prefix(prefix))
+        checked = catalog.utc_now()
+        stream = read_stream(read_only_s3((s3_factory or _stream_client)(wal)), wal["bucket"], prefix,
+                             int(row["wal_segment_size"]), row["lsn"], checked)
+    except RtxDrError as exc:
+        out["error"] = "reading the WAL stream%s: %s" % (" " + out["where"] if out["where"] else "", exc)
+        return out
+    uploaded = catalog.parse_time(stream.get("uploaded_at"))
+    out.update(read_success=1, checked=round(checked.timestamp(), 3), stream=stream,
+               newest=uploaded.timestamp() if uploaded else 0.0, bytes_behind=stream.get("bytes_behind"))
+    return out
 
 
 def _replication(result):
@@ -325,6 +394,14 @@ def metric_samples(document):
                     ("rtx_dr_wal_archive_last_failed_timestamp_seconds", {}, archive["last_failed"]),
                     ("rtx_dr_wal_archive_ready_segments", {}, archive["ready_segments"]),
                     ("rtx_dr_wal_archive_oldest_ready_timestamp_seconds", {}, archive["oldest_ready_time"])]
+    stream = dr.get("wal_stream")
+    if stream:
+        samples.append(("rtx_dr_wal_stream_read_success", {}, stream["read_success"]))
+        if stream["read_success"]:
+            samples += [("rtx_dr_wal_stream_checked_timestamp_seconds", {}, stream["checked"]),
+                        ("rtx_dr_wal_stream_newest_timestamp_seconds", {}, stream["newest"])]
+            if stream["bytes_behind"] is not None:
+                samples.append(("rtx_dr_wal_stream_covers_bytes_behind", {}, stream["bytes_behind"]))
     replication = dr.get("replication")
     if replication:
         samples.append(("rtx_dr_sync_standbys", {}, replication["sync_standbys"]))
@@ -490,6 +567,9 @@ def run(params, log=None, now=None):
         document["dr"] = collect_dr_metrics(params, replication)
         if document["dr"]["error"] and log:
             log.warning("DR metrics not collected: %s" % document["dr"]["error"])
+        stream_error = (document["dr"].get("wal_stream") or {}).get("error")
+        if stream_error and log:
+            log.warning("WAL stream metrics not collected: %s" % stream_error)
     if params.get("history") and results:
         document["history"] = write_history(params, document)
         if not document["history"]["written"] and log:
@@ -552,8 +632,9 @@ def main(argv=None, stdout=None, stderr=None):
         return EXIT_CONFIG
     if args.command == "check-config":
         stdout.write(json.dumps(_masked(params), indent=2, sort_keys=True, default=str) + "\n")
-        log("configuration %s is valid (%d check(s)%s%s)" % (
+        log("configuration %s is valid (%d check(s)%s%s%s)" % (
             args.config, len(params.get("checks") or []), ", DR metrics" if params.get("dr_metrics") else "",
+            ", WAL stream (%s)" % params["wal_stream_config"] if params.get("wal_stream") else "",
             ", history" if params.get("history") else ""))
         return EXIT_OK
     try:

@@ -22,6 +22,11 @@ first gap).
 
 The server is read before S3, so that anything ``pg_stat_archiver`` says was archived must
 already be in the listing.
+
+Streaming mode (walstream.py, opt-in): :func:`read_stream` finds the newest streamed partial segment under
+``<prefix>/wal-stream/`` (highest timeline, then highest segment), its ``covers-lsn`` and age, and how much WAL
+the primary has written beyond what S3 holds; :func:`stream_breach` applies ``max_stream_age_seconds``. Shared
+with the health agent (``health_agent.py``).
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ import datetime
 
 from ansible_collections.rtx.dr.plugins.module_utils import catalog
 from ansible_collections.rtx.dr.plugins.module_utils import postgres
+from ansible_collections.rtx.dr.plugins.module_utils import walarchive
 from ansible_collections.rtx.dr.plugins.module_utils import walchain
+from ansible_collections.rtx.dr.plugins.module_utils import walstream
 from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
+from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
 from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import QueryFailedError
@@ -39,6 +47,7 @@ from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import DEFAULT_WAL_SEGMENT_SIZE
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import close_quietly
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import format_lsn
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import is_wal_segment_name
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_lsn
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_wal_segment_name
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import postgres_common_argument_spec
@@ -60,21 +69,26 @@ WAL_STATUS_OPTIONS = dict(
     since=dict(type="str", default="oldest_backup"),
     max_lag_seconds=dict(type="int"),
     fail_on_gap=dict(type="bool", default=True),
+    max_stream_age_seconds=dict(type="int"),
 )
 
 #: Keys of every result of :func:`wal_status` (the module adds ``changed``).
 RESULT_KEYS = ("bucket", "prefix", "role", "server", "archiver", "lag", "archive", "backups", "since_backup",
-               "timeline_path", "chain", "gaps", "backup_after_gap", "recoverable_window", "findings", "ok")
+               "timeline_path", "chain", "gaps", "backup_after_gap", "recoverable_window", "stream", "findings", "ok")
 SERVER_KEYS = ("queried", "reachable", "error", "in_recovery", "timeline", "current_lsn", "current_wal",
                "archive_mode", "archive_timeout", "wal_segment_size", "now")
 ARCHIVER_KEYS = ("archived_count", "last_archived_wal", "last_archived_time", "failed_count", "last_failed_wal",
                  "last_failed_time", "stats_reset", "ready_count", "oldest_ready", "oldest_ready_time",
                  "oldest_ready_age_seconds")
 LAG_KEYS = ("seconds", "segments", "bytes", "pending", "oldest_ready", "data_at_risk_bytes", "error")
+#: Keys of ``stream`` when a streamed partial segment was found (else only ``found: false``).
+STREAM_KEYS = ("found", "key", "segment", "timeline", "covers_lsn", "uploaded_at", "age_seconds", "host",
+               "segment_archived", "bytes_behind")
 #: Findings that are WAL missing from the archive (``fail_on_gap``).
 GAP_CHECKS = ("gap", "history", "last_archived_missing")
 #: Most names quoted in one message.
 MESSAGE_NAMES = 5
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 GAP_HINT = (
     "If the server still has the missing segments in pg_wal, archive them again with "
@@ -88,6 +102,12 @@ LAG_HINT = (
     "S3 endpoint (endpoint_url/region) is reachable from the database host, and that its credentials and KMS key "
     "work; pg_stat_archiver counts the failures. Without failures the archive_command is slower than the server "
     "writes WAL (the .ready files pile up): see docs/benchmarks.md for the push rate.")
+STREAM_HINT = (
+    "Streaming mode (backup_schedule_wal_stream) uploads the partial segment from the primary every second: on the "
+    "primary check systemctl status rtx-dr-wal-receive rtx-dr-wal-stream, journalctl -u rtx-dr-wal-stream (S3 "
+    "errors of the uploader) and journalctl -u rtx-dr-wal-receive (pg_receivewal; it must be in pg_stat_replication "
+    "as application_name rtx_dr_stream). archive_command still archives every complete segment: the RPO falls back "
+    "to archive_timeout meanwhile. Where streaming mode is off, leave max_stream_age_seconds unset.")
 PERMISSION_HINT = (
     "pg_ls_archive_statusdir() is only allowed to superusers and members of pg_monitor: connect as postgres "
     "(login_unix_socket with become_user postgres, as the playbooks do) or run GRANT pg_monitor TO <login_user>.")
@@ -113,7 +133,10 @@ def wal_status_argument_spec():
 
 
 def check_options(params):
-    """Option checks that need no network; ``{bucket, prefix, wal_segment_size, since, max_lag_seconds, fail_on_gap}``."""
+    """Option checks that need no network.
+
+    ``{bucket, prefix, wal_segment_size, since, max_lag_seconds, fail_on_gap, max_stream_age_seconds}``.
+    """
     bucket = params.get("bucket")
     if not bucket:
         raise InvalidValueError("Option bucket is required: the bucket the WAL is archived to",
@@ -136,6 +159,9 @@ def check_options(params):
     max_lag = params.get("max_lag_seconds")
     if max_lag is not None and max_lag < 0:
         raise InvalidValueError("Invalid max_lag_seconds %d: must be 0 or more" % max_lag)
+    max_stream_age = params.get("max_stream_age_seconds")
+    if max_stream_age is not None and max_stream_age < 0:
+        raise InvalidValueError("Invalid max_stream_age_seconds %d: must be 0 or more" % max_stream_age)
     return {
         "bucket": bucket,
         "prefix": prefix,
@@ -143,6 +169,7 @@ def check_options(params):
         "since": since,
         "max_lag_seconds": max_lag,
         "fail_on_gap": params.get("fail_on_gap", True) is not False,
+        "max_stream_age_seconds": max_stream_age,
     }
 
 
@@ -573,6 +600,138 @@ def read_archive(s3, settings, server=None, archiver=None, now=None):
 
 
 # --------------------------------------------------------------------------
+# Streaming mode: the newest partial segment under <prefix>/wal-stream/
+# --------------------------------------------------------------------------
+
+
+def _list_pages(s3, bucket, prefix, **kwargs):
+    """The pages of a ``list_objects_v2`` listing; a failure of S3 as :class:`RtxDrError`."""
+    try:
+        yield from s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **kwargs)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        raise error_from_boto(exc, "listing s3://%s/%s" % (bucket, prefix)) from None
+
+
+def newest_stream_object(s3, bucket, prefix, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
+    """``(segment, listing item)`` of the newest streamed partial segment, or None when there is none.
+
+    Newest: the highest timeline (``<prefix>/wal-stream/<TLI>/``), then in it the highest segment; among the keys
+    of one segment (compression suffixes, see :func:`walstream.stream_base_key`) the last modified. Keys that
+    are no streamed partial of their directory's timeline are ignored. Only the newest timeline directory holding
+    one is listed in full.
+    """
+    top = walstream.stream_prefix(prefix)
+    directories = [item["Prefix"] for page in _list_pages(s3, bucket, top, Delimiter="/")
+                   for item in page.get("CommonPrefixes") or ()]
+    # <TLI>/ is 8 upper case hex digits: the text order is the timeline order.
+    for directory in sorted(directories, reverse=True):
+        timeline = directory[len(top):].rstrip("/")
+        best = None
+        for page in _list_pages(s3, bucket, directory):
+            for item in page.get("Contents") or ():
+                name = item["Key"][len(directory):][:24]
+                if not is_wal_segment_name(name) or name[:8] != timeline or walarchive.method_of_key(
+                        walstream.stream_base_key(prefix, name), item["Key"]) is None:
+                    continue
+                rank = (name, catalog.parse_time(item.get("LastModified")) or _EPOCH)
+                if best is None or rank > best[0]:
+                    best = (rank, item)
+        if best is None:
+            continue
+        try:
+            return parse_wal_segment_name(best[0][0], wal_segment_size), best[1]
+        except InvalidValueError:
+            continue  # not a segment of this wal_segment_size
+    return None
+
+
+def read_stream(s3, bucket, prefix, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE, current_lsn=None, now=None):
+    """What streaming mode holds in S3: ``{"found": False}``, or every key of :data:`STREAM_KEYS`.
+
+    - ``key``, ``segment``, ``timeline``: the newest streamed partial (:func:`newest_stream_object`);
+    - ``covers_lsn``: its metadata ``covers-lsn`` (the object holds the WAL up to there at least), ``host``: the
+      uploader's host (None when the metadata lacks them);
+    - ``uploaded_at`` (ISO 8601 UTC) and ``age_seconds`` (``now`` minus it): its S3 LastModified;
+    - ``bytes_behind`` (``current_lsn`` given, the primary's ``pg_current_wal_lsn()``, else None): WAL the primary
+      has written that is neither in that partial nor archived - ``current_lsn`` minus ``covers_lsn``, or minus the
+      end of the partial's segment when that segment is archived complete under ``<prefix>/wal/`` (pg_receivewal
+      completed it; on an idle primary after a segment switch nothing is missing although ``covers_lsn`` stays
+      before the switch); never below 0. An idle primary, where nothing was written since the last upload, has 0
+      however old the partial is;
+    - ``segment_archived``: whether that segment is archived complete; only looked up when the primary is beyond
+      ``covers_lsn`` (else None).
+
+    :raises RtxDrError: S3 could not be listed or the object read.
+    """
+    found = newest_stream_object(s3, bucket, prefix, wal_segment_size)
+    if found is None:
+        return {"found": False}
+    segment, item = found
+    key = item["Key"]
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        raise error_from_boto(exc, "reading s3://%s/%s" % (bucket, key)) from None
+    metadata = head.get("Metadata") or {}
+    try:
+        covers = parse_lsn(metadata.get("covers-lsn")) if metadata.get("covers-lsn") else None
+    except InvalidValueError:
+        covers = None
+    uploaded = catalog.parse_time(head.get("LastModified") or item.get("LastModified"))
+    now = now or catalog.utc_now()
+    stream = {
+        "found": True, "key": key, "segment": segment.name, "timeline": segment.timeline,
+        "covers_lsn": format_lsn(covers) if covers is not None else None, "uploaded_at": _iso(uploaded),
+        "age_seconds": round(max(0.0, (now - uploaded).total_seconds()), 1) if uploaded is not None else None,
+        "host": metadata.get("host"), "segment_archived": None, "bytes_behind": None,
+    }
+    if current_lsn is None:
+        return stream
+    current = parse_lsn(current_lsn)
+    in_s3 = covers
+    if covers is None or current > covers:
+        base = walarchive.wal_base_key(prefix, segment.name, wal_segment_size)
+        stream["segment_archived"] = bool(walarchive.archived_variants(s3, bucket, base))
+        if stream["segment_archived"]:
+            in_s3 = segment.end_lsn
+    if in_s3 is not None:
+        stream["bytes_behind"] = max(0, current - in_s3)
+    return stream
+
+
+def stream_breach(stream, bucket, prefix, max_stream_age_seconds):
+    """The sentence why the stream fails ``max_stream_age_seconds``, or None (also when it is not set).
+
+    Fails: no streamed partial at all, or the newest one is older than the threshold - unless ``bytes_behind`` is
+    0 (an idle primary: nothing written since, the stream is complete).
+    """
+    if max_stream_age_seconds is None:
+        return None
+    where = "s3://%s/%s" % (bucket, walstream.stream_prefix(prefix))
+    if not stream.get("found"):
+        return ("no streamed partial segment under %s (max_stream_age_seconds=%d): streaming mode never uploaded "
+                "one there, or it is off" % (where, max_stream_age_seconds))
+    age = stream.get("age_seconds")
+    if age is not None and age <= max_stream_age_seconds:
+        return None
+    behind = stream.get("bytes_behind")
+    if behind == 0:
+        return None
+    text = ("the newest streamed partial segment under %s, %s (timeline %d, covers %s, uploaded by %s at %s), is "
+            "%s, more than max_stream_age_seconds=%d"
+            % (where, stream["segment"], stream["timeline"], stream.get("covers_lsn") or "an unknown LSN",
+               stream.get("host") or "an unknown host", stream.get("uploaded_at"),
+               "of unknown age" if age is None else "%s s old" % age, max_stream_age_seconds))
+    if behind is None:
+        text += ("; the primary's WAL position was not read (not the primary, or query_server=false): an idle "
+                 "primary, which uploads nothing new, cannot be told from a stopped stream")
+    else:
+        text += "; the primary has written %d bytes of WAL since that are in no streamed partial nor archived segment" \
+            % behind
+    return text
+
+
+# --------------------------------------------------------------------------
 # Everything
 # --------------------------------------------------------------------------
 
@@ -587,6 +746,7 @@ def wal_status(params, s3, connect=None, now=None):
     :raises RtxDrError: bad options, unreachable server (unless tolerated) or S3 endpoint, missing bucket.
     """
     settings = check_options(params)
+    now = now or catalog.utc_now()
     warnings = []
     findings = []
     server, archiver = empty_server(False), None
@@ -623,13 +783,20 @@ def wal_status(params, s3, connect=None, now=None):
                          missing_note=": the WAL archive cannot be read")
     s3_part = read_archive(read_only_s3(s3), settings, server if role else None, archiver, now)
     findings.extend(s3_part.pop("findings"))
+    # The primary's position was read before S3: bytes_behind never counts WAL written during the listing.
+    stream = read_stream(read_only_s3(s3), settings["bucket"], settings["prefix"], settings["wal_segment_size"],
+                         server.get("current_lsn") if role == "primary" else None, now)
 
     result = {"bucket": settings["bucket"], "prefix": settings["prefix"], "role": role,
               "server": server_result(server), "archiver": archiver_result(archiver), "lag": lag}
     result.update(s3_part)
+    result["stream"] = stream
     lag_problem = lag_breach(result, settings["max_lag_seconds"])
     if lag_problem:
         findings.append(finding(*lag_problem))
+    stream_problem = stream_breach(stream, settings["bucket"], settings["prefix"], settings["max_stream_age_seconds"])
+    if stream_problem:
+        findings.append(finding("stream", stream_problem))
     result["findings"] = findings
     result["ok"] = not findings
     return result, warnings
@@ -700,6 +867,9 @@ def failure(result, params):
     if "lag_unmeasured" in by_check:
         messages.append("WAL archiving lag: %s" % by_check["lag_unmeasured"][0])
         hints.append(PERMISSION_HINT + " Or leave max_lag_seconds unset to only report the other facts.")
+    if "stream" in by_check:
+        messages.append("WAL stream is stale: %s" % by_check["stream"][0])
+        hints.append(STREAM_HINT)
     if not messages:
         return None
     return RtxDrError(". ".join(messages), hint=" ".join(hints), details=result)

@@ -32,6 +32,10 @@ description:
     A gap fails with O(fail_on_gap); an archive lag above O(max_lag_seconds) on a primary fails."
   - "On a standby, the role is reported and the lag is not measured (the primary archives), unless the standby runs
     with C(archive_mode=always): then it archives the WAL it receives and its own lag is measured and checked."
+  - "Streaming mode (C(backup_schedule_wal_stream) of M(rtx.dr.backup_schedule)): the newest streamed partial
+    segment under C(<prefix>/wal-stream/) is reported in RV(stream) - which segment, up to which LSN it holds WAL,
+    when and by which host it was uploaded, and on a primary how much WAL is in no streamed partial nor archived
+    segment. O(max_stream_age_seconds) fails when it is missing or stale."
   - With O(query_server=false), or when the server is down and O(fail_on_unreachable=false), only S3 is read.
   - "The module never writes, deletes or tags anything: its S3 client only allows C(HeadBucket), C(HeadObject),
     C(GetObject) and C(ListObjectsV2) and its SQL only reads. It always reports C(changed=false)."
@@ -97,6 +101,20 @@ options:
         timeline history file, or the file C(pg_stat_archiver) reports as last archived.
     type: bool
     default: true
+  max_stream_age_seconds:
+    description:
+      - "Streaming mode only: fail when no streamed partial segment is under C(<prefix>/wal-stream/), or when the
+        newest one (RV(stream.age_seconds)) was uploaded more than this many seconds ago - unless the primary has
+        written nothing since (RV(stream.bytes_behind) is V(0): an idle primary uploads nothing new, its stream is
+        complete however old)."
+      - The uploader sends the partial segment every second while WAL is written, so a few seconds (the lab uses
+        30) are enough.
+      - Run it on the primary, so that an idle primary is told from a stopped stream; elsewhere (a standby,
+        O(query_server=false)) the age alone is checked.
+      - The message names the bucket and prefix, the segment, its age and what to check on the primary
+        (C(systemctl status rtx-dr-wal-receive rtx-dr-wal-stream), C(journalctl -u rtx-dr-wal-stream)).
+      - Not set (the default), the stream is only reported. Leave it unset where streaming mode is off.
+    type: int
 attributes:
   check_mode:
     support: full
@@ -120,7 +138,8 @@ notes:
     C(archive_timeout) old when that is set, as PostgreSQL then switches to a new segment."
   - The credentials need C(s3:ListBucket) and C(s3:GetObject) on the bucket and C(kms:Decrypt) on the key of the
     catalog records and history files.
-  - The time of an archived segment is the C(LastModified) time of its S3 object.
+  - The time of an archived segment is the C(LastModified) time of its S3 object; so is the time of a streamed
+    partial segment (RV(stream.uploaded_at)), compared with the clock of the host running the module.
   - A backup's stop time is the C(stop_time) of its catalog record, else its C(finished_at) (a little after the
     stop point).
 seealso:
@@ -153,6 +172,15 @@ EXAMPLES = r"""
   become: true
   become_user: postgres
   register: wal_status
+
+- name: Streaming mode - fail when the streamed WAL in S3 is more than 30 s behind the primary
+  rtx.dr.wal_archive_status:
+    bucket: rtx-dr-backups
+    cluster_name: main
+    max_stream_age_seconds: 30
+  become: true
+  become_user: postgres
+  register: wal_stream
 
 - name: The recoverable window from the S3 archive alone, on the control node
   rtx.dr.wal_archive_status:
@@ -473,15 +501,71 @@ recoverable_window:
       description: Its timeline.
       type: int
       sample: 2
+stream:
+  description:
+    - The newest partial segment streaming mode uploaded under C(<prefix>/wal-stream/<TLI>/) (the highest timeline,
+      then the highest segment).
+    - Only C(found=false) when there is none (streaming mode off, or never uploaded).
+  returned: success or failure of a threshold
+  type: dict
+  contains:
+    found:
+      description: Whether a streamed partial segment is there.
+      type: bool
+      sample: true
+    key:
+      description: Its S3 key.
+      type: str
+      sample: "pgbackup/main/wal-stream/00000002/000000020000000000000007.partial.zst"
+    segment:
+      description: The WAL segment it is the partial of.
+      type: str
+      sample: "000000020000000000000007"
+    timeline:
+      description: Its timeline.
+      type: int
+      sample: 2
+    covers_lsn:
+      description: The object holds the WAL up to this LSN at least (its metadata C(covers-lsn), the receiver's
+        write position read before the upload); V(null) when the metadata lacks it.
+      type: str
+      sample: "0/7000148"
+    uploaded_at:
+      description: When it was uploaded (its S3 LastModified, ISO 8601 UTC).
+      type: str
+      sample: "2026-11-27T03:19:59.000000Z"
+    age_seconds:
+      description: Seconds since then (by the clock of the host running the module).
+      type: float
+      sample: 1.0
+    host:
+      description: The host whose uploader wrote it (metadata C(host)).
+      type: str
+      sample: db-east-1
+    segment_archived:
+      description: Whether its segment is archived complete under C(<prefix>/wal/); only looked up when the primary
+        is beyond RV(stream.covers_lsn), else V(null).
+      type: bool
+      sample: null
+    bytes_behind:
+      description:
+        - On a primary, the WAL it has written that S3 does not hold yet - C(pg_current_wal_lsn()) minus
+          RV(stream.covers_lsn), or minus the end of RV(stream.segment) when that is archived complete (after a
+          segment switch); never below V(0). V(0) on an idle primary however old the partial is.
+        - V(null) when the server was not read or is a standby.
+      type: int
+      sample: 0
 findings:
   description:
-    - Every problem seen, as C({check, message}). Only gaps (with O(fail_on_gap)) and the lag (with
-      O(max_lag_seconds), checks C(lag) and C(lag_unmeasured)) fail the task.
+    - Every problem seen, as C({check, message}). Only gaps (with O(fail_on_gap)), the lag (with
+      O(max_lag_seconds), checks C(lag) and C(lag_unmeasured)) and the stream (with O(max_stream_age_seconds), check
+      C(stream)) fail the task.
     - "Checks: C(gap), C(history) (missing or damaged timeline history file), C(last_archived_missing),
       C(no_backup), C(backup_timeline) (the backup is not on the timeline path), C(backup_wal), C(timeline)
       (the archive has a newer timeline than this primary), C(archive_mode), C(archive_failing) (the last
       attempt failed), C(lag) (the oldest waiting file is older than O(max_lag_seconds), or C(archive_mode) is off),
-      C(lag_unmeasured) (O(max_lag_seconds) is set but the C(.ready) files could not be listed), C(server) (not
+      C(lag_unmeasured) (O(max_lag_seconds) is set but the C(.ready) files could not be listed), C(stream) (no
+      streamed partial segment, or older than O(max_stream_age_seconds) while the primary wrote more), C(server) (not
       reachable)."
   returned: success or failure of a threshold
   type: list

@@ -18,6 +18,10 @@ test. Then:
 * ``promtool test rules`` passes with roles/alerting/files/tests/*.yml, and those
   files have, for every alert, a case where it fires (severity and annotations
   checked) and one where it stays quiet;
+* with streaming mode (``backup_schedule_wal_stream: true``, which
+  ``alerting_wal_stream`` follows) the rules hold 43 alerts, WalStreamStale in
+  the backup group, and files/tests/wal_stream/*.yml pass on them with all the
+  others;
 * a wrong severity route and a missing topic name fail with a clear message
   before anything is created;
 * Alertmanager itself (Debian's build) runs with the rendered configuration,
@@ -56,6 +60,8 @@ MOTO_SERVER = BIN / "moto_server"
 TOOLS_BIN = REPO / ".lab" / "tools" / "bin"
 ROLE = REPO / "roles" / "alerting"
 UNIT_TESTS = ROLE / "files" / "tests"
+# promtool tests of the alerts rendered only in streaming mode (alerting_wal_stream).
+STREAM_UNIT_TESTS = UNIT_TESTS / "wal_stream"
 ALERTS_RUNBOOK = REPO / "docs" / "runbooks" / "alerts.md"
 # Debian's alertmanager reads its default notification templates from here.
 ALERTMANAGER_SHARE = Path("/usr/share/prometheus/alertmanager/default.tmpl")
@@ -80,6 +86,8 @@ DR_METRICS = {
     "rtx_dr_wal_archive_enabled", "rtx_dr_restore_drill_last_success_timestamp_seconds",
     "rtx_dr_replication_lag_bytes", "rtx_dr_replication_lag_seconds", "rtx_dr_sync_standbys",
     "rtx_dr_pg_is_primary", "rtx_dr_pg_up", "rtx_dr_last_failover_timestamp_seconds",
+    "rtx_dr_wal_stream_read_success", "rtx_dr_wal_stream_checked_timestamp_seconds",
+    "rtx_dr_wal_stream_newest_timestamp_seconds", "rtx_dr_wal_stream_covers_bytes_behind",
 }
 
 pytestmark = pytest.mark.skipif(
@@ -190,9 +198,27 @@ def rules(applied):
     return yaml.safe_load((applied[2] / "prometheus-rules.yml").read_text())
 
 
+def alerts_of(rules):
+    return {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+
+
 @pytest.fixture(scope="module")
 def all_alerts(rules):
-    return {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+    return alerts_of(rules)
+
+
+@pytest.fixture(scope="module")
+def stream_applied(runner, tools, tmp_path_factory, applied):  # pylint: disable=unused-argument
+    """The role applied with streaming mode on (the inventory's backup_schedule_wal_stream): output directory."""
+    out = tmp_path_factory.mktemp("monitoring-stream")
+    run = runner.run(role_vars(out, tools, backup_schedule_wal_stream=True))
+    assert run.returncode == 0, run.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def stream_rules(stream_applied):
+    return yaml.safe_load((stream_applied / "prometheus-rules.yml").read_text())
 
 
 def github_anchors(markdown):
@@ -258,9 +284,9 @@ def test_42_alerts_in_the_expected_groups(rules, all_alerts):
         assert all("alert" in rule for rule in group["rules"]), "recording rules are not expected"
 
 
-def test_every_alert_has_severity_annotations_and_a_runbook_section(all_alerts):
+def check_alert_annotations(alerts):
     anchors = github_anchors(ALERTS_RUNBOOK.read_text(encoding="utf-8"))
-    for name, rule in all_alerts.items():
+    for name, rule in alerts.items():
         assert rule["labels"]["severity"] in SEVERITIES, name
         annotations = rule["annotations"]
         for key in ("summary", "description", "runbook_url"):
@@ -269,7 +295,11 @@ def test_every_alert_has_severity_annotations_and_a_runbook_section(all_alerts):
         assert name.lower() in anchors, "docs/runbooks/alerts.md has no section for %s" % name
 
 
-def test_rules_use_only_the_health_agents_dr_metrics(rules):
+def test_every_alert_has_severity_annotations_and_a_runbook_section(all_alerts):
+    check_alert_annotations(all_alerts)
+
+
+def check_dr_metrics(rules):
     for group in rules["groups"]:
         used = set()
         for rule in group["rules"]:
@@ -277,6 +307,10 @@ def test_rules_use_only_the_health_agents_dr_metrics(rules):
         assert used <= DR_METRICS, used - DR_METRICS
         if group["name"] in ("backup", "dr"):
             assert used, "group %s must use the DR metrics" % group["name"]
+
+
+def test_rules_use_only_the_health_agents_dr_metrics(rules):
+    check_dr_metrics(rules)
 
 
 def test_alertmanager_routes_by_severity_to_the_topics(applied, aws, moto_url):
@@ -297,38 +331,79 @@ def test_alertmanager_routes_by_severity_to_the_topics(applied, aws, moto_url):
     assert config["route"]["group_wait"] == "1s"
 
 
-def test_promtool_unit_tests_pass(applied, tools, tmp_path):
-    for source in UNIT_TESTS.glob("*.yml"):
+def run_promtool_tests(tools, rules_dir, tmp_path, test_dirs):
+    """``promtool test rules`` with the files of ``test_dirs`` next to the rules rendered into ``rules_dir``."""
+    sources = [p for directory in test_dirs for p in sorted(directory.glob("*.yml"))]
+    for source in sources:
         shutil.copy(source, tmp_path / source.name)
-    shutil.copy(applied[2] / "prometheus-rules.yml", tmp_path / "prometheus-rules.yml")
-    files = sorted(p.name for p in UNIT_TESTS.glob("*.yml"))
-    assert files, "no promtool test files in %s" % UNIT_TESTS
+    shutil.copy(rules_dir / "prometheus-rules.yml", tmp_path / "prometheus-rules.yml")
+    files = [p.name for p in sources]
+    assert files, "no promtool test files in %s" % ", ".join(str(d) for d in test_dirs)
     proc = subprocess.run([tools["promtool"], "test", "rules"] + files, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("SUCCESS") == len(files), proc.stdout
 
 
-def test_every_alert_has_a_firing_and_a_quiet_unit_test(all_alerts):
+def test_promtool_unit_tests_pass(applied, tools, tmp_path):
+    run_promtool_tests(tools, applied[2], tmp_path, [UNIT_TESTS])
+
+
+def promtool_cases(paths, alerts):
+    """``(firing, quiet)``: the alerts with a case where they fire (severity and annotations checked) and with
+    one where they stay quiet, in the promtool test files ``paths``."""
     firing, quiet = set(), set()
-    for path in sorted(UNIT_TESTS.glob("*.yml")):
+    for path in paths:
         doc = yaml.safe_load(path.read_text())
         assert doc["rule_files"] == ["prometheus-rules.yml"], path.name
         for test in doc["tests"]:
             for case in test.get("alert_rule_test", []):
                 name = case["alertname"]
-                assert name in all_alerts, "%s: unknown alert %s" % (path.name, name)
+                assert name in alerts, "%s: unknown alert %s" % (path.name, name)
                 expected = case.get("exp_alerts") or []
                 if not expected:
                     quiet.add(name)
                     continue
-                severity = all_alerts[name]["labels"]["severity"]
+                severity = alerts[name]["labels"]["severity"]
                 for alert in expected:
                     assert alert["exp_labels"]["severity"] == severity, "%s: %s" % (path.name, name)
                     assert set(alert["exp_annotations"]) == {"summary", "description", "runbook_url"}, name
                 firing.add(name)
+    return firing, quiet
+
+
+def test_every_alert_has_a_firing_and_a_quiet_unit_test(all_alerts):
+    firing, quiet = promtool_cases(sorted(UNIT_TESTS.glob("*.yml")), all_alerts)
     assert set(all_alerts) - firing == set(), "alerts without a firing promtool case"
     assert set(all_alerts) - quiet == set(), "alerts without a quiet promtool case"
+
+
+# --------------------------------------------------------------------------
+# (a') streaming mode: WalStreamStale
+# --------------------------------------------------------------------------
+
+def test_wal_stream_stale_only_with_streaming_mode(all_alerts, stream_rules, stream_applied, tools):
+    assert "WalStreamStale" not in all_alerts
+    counts = {group["name"]: len(group["rules"]) for group in stream_rules["groups"]}
+    assert counts == dict(EXPECTED_GROUPS, backup=EXPECTED_GROUPS["backup"] + 1)
+    alerts = alerts_of(stream_rules)
+    assert len(alerts) == 43 and set(alerts) - set(all_alerts) == {"WalStreamStale"}
+    backup = [rule["alert"] for group in stream_rules["groups"] if group["name"] == "backup" for rule in group["rules"]]
+    assert backup == ["BackupFailed", "BackupOverdue", "WalArchiveLag", "WalStreamStale", "RestoreDrillOverdue"]
+    rule = alerts["WalStreamStale"]
+    assert rule["labels"] == {"severity": "warning"} and rule["for"] == "2m"
+    assert "> 30\n" in rule["expr"] and "rtx_dr_wal_stream_covers_bytes_behind" in rule["expr"]
+    check_alert_annotations(alerts)
+    check_dr_metrics(stream_rules)
+    proc = subprocess.run([tools["promtool"], "check", "rules", str(stream_applied / "prometheus-rules.yml")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "SUCCESS: 43 rules found" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_wal_stream_promtool_unit_tests_pass(stream_applied, stream_rules, tools, tmp_path):
+    run_promtool_tests(tools, stream_applied, tmp_path, [UNIT_TESTS, STREAM_UNIT_TESTS])
+    firing, quiet = promtool_cases(sorted(STREAM_UNIT_TESTS.glob("*.yml")), alerts_of(stream_rules))
+    assert firing == quiet == {"WalStreamStale"}
 
 
 def test_check_mode_creates_and_writes_nothing(runner, tools, aws, tmp_path):

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,14 +23,21 @@ from urllib.error import HTTPError
 
 import pytest
 
-from ansible_collections.rtx.dr.plugins.module_utils import agent
-from ansible_collections.rtx.dr.plugins.module_utils import health_agent
-from ansible_collections.rtx.dr.plugins.module_utils.postgres import close_quietly
-from ansible_collections.rtx.dr.plugins.module_utils.postgres import connect
-from ansible_collections.rtx.dr.plugins.module_utils.postgres import execute
-from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_all
-from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_one
-from ansible_collections.rtx.dr.plugins.module_utils.verify import record_verifications
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from moto_server import aws_params, bucket, moto_url, s3_client  # noqa: E402,F401 pylint: disable=unused-import,wrong-import-position
+
+from ansible_collections.rtx.dr.plugins.module_utils import agent  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils import health_agent  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import close_quietly  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import connect  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import execute  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import format_lsn  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_lsn  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_all  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import query_one  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.postgres import wal_segment_name  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils.verify import record_verifications  # noqa: E402 pylint: disable=wrong-import-position
 
 REPO = Path(__file__).resolve().parents[4]
 MIGRATIONS = sorted((REPO / "roles/dr_schema/files/migrations").glob("V*.sql"))
@@ -87,6 +95,7 @@ def parse_textfile(text):
     ({"checks": ["disk"], "history": True, "history_hosts": ["db1:x5432"]}, "'db1:x5432' is not host or host:port"),
     ({"checks": ["disk"], "frequency": 60}, "unknown option frequency"),
     ({"checks": ["disk"], "total_timeout": "soon"}, "option total_timeout: 'soon' is not a number"),
+    ({"checks": ["disk"], "wal_stream": True}, "wal_stream is on but dr_metrics is off"),
 ])
 def test_bad_configuration_is_refused_with_exit_2(tmp_path, options, message):
     code, out, err = run_main(["--config", write_config(tmp_path, **options), "check-config"])
@@ -346,11 +355,14 @@ def test_run_on_the_standby_reports_it_and_exports_no_primary_metrics(dr_databas
         tmp_path, checks=["postgresql"], login_host="127.0.0.1", login_port=cluster.standby_port,
         login_password=cluster.params()["login_password"], ssl_mode="disable", dr_metrics=True, dr_db=DB,
         history=True, history_db=DB, history_user="postgres", history_password="wrong", history_ssl_mode="disable",
-        history_hosts=["127.0.0.1:%d" % cluster.primary_port])
+        history_hosts=["127.0.0.1:%d" % cluster.primary_port],
+        # streaming mode: only the primary's agent reads the stream (this file is never opened on a standby)
+        wal_stream=True, wal_stream_config=str(tmp_path / "no-such-agent.json"))
     code, _out, err = run_main(["--config", path, "run"])
     assert code == agent.EXIT_OK, err
     document = json.loads((tmp_path / "health.json").read_text())
     assert document["dr"]["pg_is_primary"] == 0 and "wal_archive" not in document["dr"]
+    assert "wal_stream" not in document["dr"] and "WAL stream" not in err
     # the DR schema is replicated: the standby reads it too
     assert document["dr"]["dr_schema"]["failovers"]["switchover"] > 0
     # a failed history write is reported, never fatal
@@ -358,7 +370,7 @@ def test_run_on_the_standby_reports_it_and_exports_no_primary_metrics(dr_databas
     assert "health_check_history not written" in err
     metrics = parse_textfile((tmp_path / "rtx_dr_health.prom").read_text())
     assert metrics[("rtx_dr_health_history_write_success", frozenset())] == 0
-    assert not any(name.startswith("rtx_dr_wal_archive") or name == "rtx_dr_replication_lag_bytes"
+    assert not any(name.startswith(("rtx_dr_wal_archive", "rtx_dr_wal_stream")) or name == "rtx_dr_replication_lag_bytes"
                    for name, _labels in metrics)
 
 
@@ -371,3 +383,84 @@ def test_dr_metrics_of_a_server_that_is_down_say_so(tmp_path, unused_port):
     assert document["status"] == "critical" and document["dr"]["pg_up"] == 0 and document["dr"]["error"]
     metrics = parse_textfile((tmp_path / "rtx_dr_health.prom").read_text())
     assert metrics[("rtx_dr_pg_up", frozenset())] == 0
+
+
+# --------------------------------------------------------------------------
+# streaming mode: the newest streamed partial in S3 (moto), against the real primary's position
+# --------------------------------------------------------------------------
+
+STREAM_PREFIX = "pgbackup/healthstream"
+
+
+def backup_agent_config(tmp_path, aws, bucket_name):
+    """The backup agent's configuration (agent.json of rtx.dr.backup_schedule): where the stream is, AWS settings."""
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps({
+        "bucket": bucket_name, "prefix": STREAM_PREFIX, "region": aws["region"], "endpoint_url": aws["endpoint_url"],
+        "access_key": aws["access_key"], "secret_key": aws["secret_key"], "login_user": "postgres",
+        "backup": {"timeout": 60}, "wal": {"stream_dir": "/var/lib/rtx-dr/wal-stream"}}))
+    return str(path)
+
+
+def put_partial(s3, bucket_name, timeline, covers, host="db-east-1"):
+    """A streamed partial of the segment holding ``covers`` (as the uploader writes it); returns its key."""
+    segment = wal_segment_name(timeline, covers)
+    key = "%s/wal-stream/%s/%s.partial.zst" % (STREAM_PREFIX, segment[:8], segment)
+    s3.put_object(Bucket=bucket_name, Key=key, Body=b"partial", Metadata={"covers-lsn": covers, "host": host})
+    return key
+
+
+def current_lsn(cluster):
+    conn = connect(cluster.params())
+    try:
+        return parse_lsn(query_one(conn, "SELECT pg_catalog.pg_current_wal_lsn()::text AS lsn")["lsn"])
+    finally:
+        close_quietly(conn)
+
+
+def stream_run(cluster, tmp_path, config):
+    path = write_config(tmp_path, checks=["memory"], host_name="db-stream-1", dr_metrics=True, dr_db="postgres",
+                        wal_stream=True, wal_stream_config=config, **cluster.params(login_unix_socket=None))
+    code, _out, err = run_main(["--config", path, "run"])
+    assert code == agent.EXIT_OK, err
+    document = json.loads((tmp_path / "health.json").read_text())
+    metrics = parse_textfile((tmp_path / "rtx_dr_health.prom").read_text())
+    return document, {name: value for (name, _labels), value in metrics.items()}, err
+
+
+def test_wal_stream_metrics_of_the_primary(pg_cluster, s3_client, aws_params, bucket, tmp_path):
+    before = current_lsn(pg_cluster)
+    covers = before - 0x100  # the receiver is 256 bytes behind the primary's position
+    # timeline 1 has a higher segment, timeline 2 is newer: the newest partial is timeline 2's
+    put_partial(s3_client, bucket, 1, format_lsn(covers + 0x3000000), host="db-east-2")
+    newest = put_partial(s3_client, bucket, 2, format_lsn(covers))
+    uploaded = s3_client.head_object(Bucket=bucket, Key=newest)["LastModified"].timestamp()
+    document, metrics, err = stream_run(pg_cluster, tmp_path, backup_agent_config(tmp_path, aws_params, bucket))
+    after = current_lsn(pg_cluster)
+    facts = document["dr"]["wal_stream"]
+    assert facts["error"] is None and "WAL stream" not in err
+    assert facts["where"] == "s3://%s/%s/wal-stream/" % (bucket, STREAM_PREFIX)
+    assert facts["stream"]["key"] == newest and facts["stream"]["timeline"] == 2
+    assert facts["stream"]["covers_lsn"] == format_lsn(covers) and facts["stream"]["host"] == "db-east-1"
+    assert metrics["rtx_dr_wal_stream_read_success"] == 1
+    assert metrics["rtx_dr_wal_stream_newest_timestamp_seconds"] == uploaded
+    assert uploaded <= metrics["rtx_dr_wal_stream_checked_timestamp_seconds"] <= time.time()
+    assert 0x100 <= metrics["rtx_dr_wal_stream_covers_bytes_behind"] <= after - covers
+    # the archive metrics are still there (the stream is an addition)
+    assert "rtx_dr_wal_archive_enabled" in metrics
+
+
+def test_wal_stream_metrics_without_a_partial_or_without_the_configuration(pg_cluster, s3_client, aws_params,
+                                                                           bucket, tmp_path):
+    # nothing streamed yet: read, newest 0 (never), nothing behind can be told
+    document, metrics, _err = stream_run(pg_cluster, tmp_path, backup_agent_config(tmp_path, aws_params, bucket))
+    assert document["dr"]["wal_stream"]["stream"] == {"found": False}
+    assert metrics["rtx_dr_wal_stream_read_success"] == 1 and metrics["rtx_dr_wal_stream_newest_timestamp_seconds"] == 0
+    assert "rtx_dr_wal_stream_covers_bytes_behind" not in metrics
+    # the backup agent's configuration cannot be read: reported, the rest of the run goes on
+    missing = str(tmp_path / "missing" / "agent.json")
+    document, metrics, err = stream_run(pg_cluster, tmp_path, missing)
+    assert metrics["rtx_dr_wal_stream_read_success"] == 0 and metrics["rtx_dr_pg_up"] == 1
+    assert "rtx_dr_wal_stream_newest_timestamp_seconds" not in metrics
+    assert missing in document["dr"]["wal_stream"]["error"]
+    assert "WAL stream metrics not collected" in err and missing in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,8 @@ def put_history(s3, bucket_name, timeline, text):
 def params_for(aws, bucket_name, **overrides):
     params = dict(aws)
     params.update(bucket=bucket_name, prefix=PREFIX, cluster_name=None, wal_segment_size=SEG, query_server=True,
-                  fail_on_unreachable=True, since="oldest_backup", max_lag_seconds=None, fail_on_gap=True)
+                  fail_on_unreachable=True, since="oldest_backup", max_lag_seconds=None, fail_on_gap=True,
+                  max_stream_age_seconds=None)
     params.update(overrides)
     return params
 
@@ -145,13 +147,13 @@ def archive(s3_client, bucket):
     return {"old": old, "new": new}
 
 
-def status(s3, aws, bucket_name, script=None, connect=None, **overrides):
+def status(s3, aws, bucket_name, script=None, connect=None, now=NOW, **overrides):
     params = params_for(aws, bucket_name, **overrides)
     if connect is None and script is not None:
         connect = connector(script)
     if connect is None:
         params["query_server"] = False
-    result, warnings = walstatus.wal_status(params, s3, connect=connect, now=NOW)
+    result, warnings = walstatus.wal_status(params, s3, connect=connect, now=now)
     return result, warnings, walstatus.failure(result, params)
 
 
@@ -173,12 +175,15 @@ def test_argument_spec_has_every_option():
     assert spec["since"]["default"] == "oldest_backup"
     assert spec["fail_on_gap"]["default"] is True
     assert spec["max_lag_seconds"].get("default") is None
+    assert spec["max_stream_age_seconds"]["type"] == "int" and spec["max_stream_age_seconds"].get("default") is None
 
 
 def test_check_options():
     base = {"bucket": "b", "cluster_name": "main"}
     assert walstatus.check_options(base) == {"bucket": "b", "prefix": "pgbackup/main", "wal_segment_size": SEG,
-                                             "since": "oldest_backup", "max_lag_seconds": None, "fail_on_gap": True}
+                                             "since": "oldest_backup", "max_lag_seconds": None, "fail_on_gap": True,
+                                             "max_stream_age_seconds": None}
+    assert walstatus.check_options(dict(base, max_stream_age_seconds=0))["max_stream_age_seconds"] == 0
     settings = walstatus.check_options(dict(base, since="20261127T031500.123Z-F", max_lag_seconds=0,
                                             fail_on_gap=False, wal_segment_size=MIB))
     assert settings["since"] == "20261127T031500.123Z-F" and settings["max_lag_seconds"] == 0
@@ -192,6 +197,7 @@ def test_check_options():
     ({"since": "newest"}, "Invalid since 'newest'"),
     ({"since": "20261127T031500.123Z-L"}, "is a logical backup"),
     ({"max_lag_seconds": -1}, "Invalid max_lag_seconds -1"),
+    ({"max_stream_age_seconds": -1}, "Invalid max_stream_age_seconds -1"),
     ({"wal_segment_size": 1000}, "Invalid wal_segment_size"),
 ])
 def test_check_options_errors(overrides, words):
@@ -391,6 +397,7 @@ def test_healthy_primary(s3_client, aws_params, bucket, archive):
                       "earliest_lsn": "0/2000138", "latest_time": chain["contiguous_until_time"],
                       "latest_lsn": "0/8000000", "latest_segment": name(1, 7), "timeline": 1}
     assert result["backup_after_gap"] is None
+    assert result["stream"] == {"found": False}  # streaming mode is off: nothing under wal-stream/
     # read-only: only read calls reached S3
     assert calls and set(calls) <= {"HeadBucket", "GetObject", "ListObjectsV2"}
 
@@ -737,3 +744,135 @@ def test_server_segment_size_wins(s3_client, aws_params, bucket, archive):
 def test_missing_bucket(s3_client, aws_params):
     with pytest.raises(RtxDrError, match="Bucket rtx-test-missing-bucket .* does not exist.*cannot be read"):
         status(s3_client, aws_params, "rtx-test-missing-bucket")
+
+
+# --------------------------------------------------------------------------
+# Streaming mode: the newest partial segment under <prefix>/wal-stream/
+# --------------------------------------------------------------------------
+
+STREAM = PREFIX + "/wal-stream/"
+
+
+def put_stream(s3, bucket_name, timeline, segno, covers, host="db-east-1", suffix=".zst", key=None):
+    """A streamed partial as the uploader writes it (metadata covers-lsn and host); returns its key."""
+    segment = name(timeline, segno)
+    key = key or "%s%s/%s.partial%s" % (STREAM, segment[:8], segment, suffix)
+    s3.put_object(Bucket=bucket_name, Key=key, Body=b"partial", Metadata={"covers-lsn": covers, "host": host})
+    return key
+
+
+def uploaded(s3, bucket_name, key):
+    """The S3 LastModified of ``key`` (moto stamps the real time: ages are measured from it)."""
+    return s3.head_object(Bucket=bucket_name, Key=key)["LastModified"]
+
+
+@pytest.fixture
+def streamed(s3_client, bucket):
+    """Partials of two timelines: timeline 2 segment 7 is the newest (timeline 1 has a higher segment)."""
+    put_stream(s3_client, bucket, 1, 6, "0/6FFF000", host="db-east-2")
+    put_stream(s3_client, bucket, 1, 9, "0/9000800", host="db-east-2")  # higher segment, older timeline
+    put_stream(s3_client, bucket, 2, 3, "0/3000100")
+    newest = put_stream(s3_client, bucket, 2, 7, "0/7000100")
+    # not streamed partials of their directory: ignored
+    s3_client.put_object(Bucket=bucket, Key=STREAM + "00000002/notes.txt", Body=b"x")
+    s3_client.put_object(Bucket=bucket, Key=STREAM + "00000003/%s.partial.zst" % name(2, 8), Body=b"x")
+    s3_client.put_object(Bucket=bucket, Key=STREAM + "00000002/%s.partial.bak" % name(2, 8), Body=b"x")
+    return newest
+
+
+def test_read_stream_none(s3_client, bucket, archive):
+    assert walstatus.read_stream(s3_client, bucket, PREFIX) == {"found": False}
+    assert walstatus.stream_breach({"found": False}, bucket, PREFIX, None) is None
+    assert walstatus.stream_breach({"found": False}, bucket, PREFIX, 30) == (
+        "no streamed partial segment under s3://%s/%s (max_stream_age_seconds=30): streaming mode never uploaded "
+        "one there, or it is off" % (bucket, STREAM))
+
+
+def test_read_stream_picks_the_highest_timeline_then_segment(s3_client, bucket, streamed):
+    now = uploaded(s3_client, bucket, streamed) + datetime.timedelta(seconds=95)
+    stream = walstatus.read_stream(s3_client, bucket, PREFIX, SEG, current_lsn="0/7000300", now=now)
+    assert set(stream) == set(walstatus.STREAM_KEYS)
+    assert stream["key"] == streamed == STREAM + "00000002/%s.partial.zst" % name(2, 7)
+    assert stream["segment"] == name(2, 7) and stream["timeline"] == 2 and stream["found"] is True
+    assert stream["covers_lsn"] == "0/7000100" and stream["host"] == "db-east-1"
+    assert stream["age_seconds"] == 95.0 and stream["uploaded_at"].endswith("Z")
+    assert catalog.parse_time(stream["uploaded_at"]) == uploaded(s3_client, bucket, streamed)
+    assert stream["bytes_behind"] == 0x200 and stream["segment_archived"] is False
+    # without the primary's position: no bytes_behind, no archive lookup
+    stream = walstatus.read_stream(s3_client, bucket, PREFIX, SEG, now=now)
+    assert stream["bytes_behind"] is None and stream["segment_archived"] is None
+    # never below 0 (the position was read before the upload)
+    assert walstatus.read_stream(s3_client, bucket, PREFIX, SEG, "0/7000000", now)["bytes_behind"] == 0
+
+
+def test_read_stream_a_newer_upload_of_the_same_segment_wins(s3_client, bucket):
+    put_stream(s3_client, bucket, 1, 5, "0/5000100", suffix=".zst")
+    # LastModified has whole seconds: make the .lz4 object (compression changed) the later one for sure
+    time.sleep(1.1)
+    newer = put_stream(s3_client, bucket, 1, 5, "0/5000300", suffix=".lz4")
+    stream = walstatus.read_stream(s3_client, bucket, PREFIX, SEG)
+    assert stream["key"] == newer and stream["covers_lsn"] == "0/5000300"
+
+
+def test_stream_in_the_status_and_a_stale_stream_fails(s3_client, aws_params, bucket, archive, streamed):
+    now = uploaded(s3_client, bucket, streamed) + datetime.timedelta(seconds=95)
+    script = server_script(lsn="0/7000300", archiver=archiver_row(name(1, 6), now))
+    result, _warnings, error = status(s3_client, aws_params, bucket, script, now=now)
+    assert error is None and result["ok"] is True  # no threshold: reported only
+    assert result["stream"]["segment"] == name(2, 7) and result["stream"]["bytes_behind"] == 0x200
+    result, _warnings, error = status(s3_client, aws_params, bucket, server_script(lsn="0/7000300"), now=now,
+                                      max_stream_age_seconds=30)
+    assert checks(result) == ["stream"] and result["ok"] is False
+    assert isinstance(error, RtxDrError)
+    assert error.msg == (
+        "WAL stream is stale: the newest streamed partial segment under s3://%s/%s, %s (timeline 2, covers "
+        "0/7000100, uploaded by db-east-1 at %s), is 95.0 s old, more than max_stream_age_seconds=30; the primary "
+        "has written 512 bytes of WAL since that are in no streamed partial nor archived segment"
+        % (bucket, STREAM, name(2, 7), result["stream"]["uploaded_at"]))
+    assert "systemctl status rtx-dr-wal-receive rtx-dr-wal-stream" in error.hint
+    assert "journalctl -u rtx-dr-wal-stream" in error.hint
+    assert error.details["stream"] == result["stream"]
+    # a fresh stream passes the same threshold
+    fresh = uploaded(s3_client, bucket, streamed) + datetime.timedelta(seconds=2)
+    result, _warnings, error = status(s3_client, aws_params, bucket, server_script(lsn="0/7000300"), now=fresh,
+                                      max_stream_age_seconds=30)
+    assert error is None and result["stream"]["age_seconds"] == 2.0 and result["ok"] is True
+
+
+def test_no_stream_fails_the_threshold_naming_the_prefix(s3_client, aws_params, bucket, archive):
+    result, _warnings, error = status(s3_client, aws_params, bucket, server_script(lsn="0/7000300"),
+                                      max_stream_age_seconds=30)
+    assert result["stream"] == {"found": False} and checks(result) == ["stream"]
+    assert error.msg.startswith("WAL stream is stale: no streamed partial segment under s3://%s/%s" % (bucket, STREAM))
+    assert "backup_schedule_wal_stream" in error.hint
+
+
+def test_an_idle_primary_is_not_stale(s3_client, aws_params, bucket, archive, streamed):
+    """Nothing written since the last upload: the partial is old but holds everything."""
+    now = uploaded(s3_client, bucket, streamed) + datetime.timedelta(hours=3)
+    result, _warnings, error = status(s3_client, aws_params, bucket, server_script(lsn="0/7000100"), now=now,
+                                      max_stream_age_seconds=30)
+    assert error is None and result["ok"] is True
+    assert result["stream"]["age_seconds"] == 3 * 3600.0 and result["stream"]["bytes_behind"] == 0
+
+
+def test_after_a_segment_switch_the_archived_segment_counts(s3_client, aws_params, bucket, archive):
+    """The partial of segment 6 stops before the switch; segment 6 is archived complete: nothing is missing."""
+    key = put_stream(s3_client, bucket, 1, 6, "0/6FFF000")
+    now = uploaded(s3_client, bucket, key) + datetime.timedelta(seconds=600)
+    result, _warnings, error = status(s3_client, aws_params, bucket, server_script(lsn="0/7000000"), now=now,
+                                      max_stream_age_seconds=30)
+    assert error is None, error
+    assert result["stream"]["segment_archived"] is True and result["stream"]["bytes_behind"] == 0
+    # WAL written in segment 7 that no partial holds: stale
+    result, _warnings, error = status(s3_client, aws_params, bucket, server_script(lsn="0/7000100"), now=now,
+                                      max_stream_age_seconds=30)
+    assert result["stream"]["bytes_behind"] == 0x100 and "is 600.0 s old" in error.msg
+
+
+def test_stream_age_alone_on_a_standby(s3_client, aws_params, bucket, archive, streamed):
+    now = uploaded(s3_client, bucket, streamed) + datetime.timedelta(seconds=45)
+    result, _warnings, error = status(s3_client, aws_params, bucket, server_script(in_recovery=True), now=now,
+                                      max_stream_age_seconds=30)
+    assert result["stream"]["bytes_behind"] is None
+    assert "is 45.0 s old" in error.msg and "the primary's WAL position was not read" in error.msg

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -209,10 +210,46 @@ def test_unreachable_server(run_module, monkeypatch, aws_params, bucket, archive
     assert result["recoverable_window"]["latest_segment"] == name(1, 7)
 
 
+def test_stale_stream_fails_naming_the_prefix_and_what_to_check(run_module, monkeypatch, s3_client, aws_params,
+                                                                bucket, archive):
+    # the scripted primary is at 0/8000100; the partial of segment 8 holds WAL up to 0/8000040 only
+    key = "%s/wal-stream/00000001/%s.partial.zst" % (PREFIX, name(1, 8))
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"p", Metadata={"covers-lsn": "0/8000040", "host": "db-east-1"})
+    monkeypatch.setattr(wal_archive_status, "connect", primary(name(1, 7), 30))
+    failed, result = run_module(wal_archive_status.main, module_args(aws_params, bucket))
+    assert not failed, result  # reported only
+    stream = result["stream"]
+    assert stream["found"] is True and stream["key"] == key and stream["segment"] == name(1, 8)
+    assert stream["timeline"] == 1 and stream["covers_lsn"] == "0/8000040" and stream["host"] == "db-east-1"
+    assert stream["bytes_behind"] == 0xC0 and 0 <= stream["age_seconds"] < 60
+    # the object was just written: a threshold of 0 s makes it stale (the primary wrote more since)
+    time.sleep(0.3)  # an age that rounds to more than 0.0 s
+    failed, result = run_module(wal_archive_status.main, module_args(aws_params, bucket, max_stream_age_seconds=0))
+    assert failed
+    assert result["msg"].startswith("WAL stream is stale: the newest streamed partial segment under s3://%s/%s/"
+                                    "wal-stream/, %s (timeline 1, covers 0/8000040, uploaded by db-east-1 at "
+                                    % (bucket, PREFIX, name(1, 8)))
+    assert "more than max_stream_age_seconds=0; the primary has written 192 bytes of WAL since" in result["msg"]
+    assert "systemctl status rtx-dr-wal-receive rtx-dr-wal-stream" in result["hint"]
+    assert [f["check"] for f in result["findings"]] == ["stream"] and result["stream"]["key"] == key
+
+
+def test_no_stream_fails_a_stream_threshold(run_module, monkeypatch, aws_params, bucket, archive):
+    monkeypatch.setattr(wal_archive_status, "connect", primary(name(1, 7), 30))
+    failed, result = run_module(wal_archive_status.main, module_args(aws_params, bucket))
+    assert not failed and result["stream"] == {"found": False}
+    failed, result = run_module(wal_archive_status.main, module_args(aws_params, bucket, max_stream_age_seconds=30))
+    assert failed and result["stream"] == {"found": False}
+    assert result["msg"] == ("WAL stream is stale: no streamed partial segment under s3://%s/%s/wal-stream/ "
+                             "(max_stream_age_seconds=30): streaming mode never uploaded one there, or it is off"
+                             % (bucket, PREFIX))
+
+
 @pytest.mark.parametrize("overrides,words", [
     ({"prefix": None}, "one of the following is required: prefix, cluster_name"),
     ({"since": "yesterday"}, "Invalid since 'yesterday'"),
     ({"max_lag_seconds": -5}, "Invalid max_lag_seconds -5"),
+    ({"max_stream_age_seconds": -1}, "Invalid max_stream_age_seconds -1"),
 ])
 def test_option_errors_before_any_connection(run_module, monkeypatch, aws_params, overrides, words):
     monkeypatch.setattr(wal_archive_status, "connect", no_connection)
@@ -245,6 +282,7 @@ def test_real_primary(run_module, pg_cluster, aws_params, bucket, archive, warni
     lag = result["lag"]
     assert lag["segments"] == 0 and lag["seconds"] == 0.0 and lag["pending"] is False and lag["error"] is None
     assert lag["data_at_risk_bytes"] is None  # archive_mode off: nothing was ever archived
+    assert result["stream"] == {"found": False}
     # archive_mode off fails a lag threshold
     failed, result = run_module(wal_archive_status.main, dict(args, max_lag_seconds=600))
     assert failed and "archive_mode is off on the primary" in result["msg"]
