@@ -4,11 +4,14 @@ replica bucket every second, and the restore side on a standby gets a commit tha
 
 import os
 import re
+import textwrap
 import uuid
 
 import boto3
+import yaml
 
 from conftest import PRIMARY, STANDBYS, WEST_STANDBY, get_host, psql, wait_for
+from labtest import ansible_module
 
 ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
 BUCKET = os.environ.get("RTX_DR_TEST_BUCKET", "rtx-dr-backups-rtx-molecule")
@@ -80,3 +83,19 @@ def test_a_commit_reaches_both_buckets_before_its_segment_is_archived():
     archived = psql(primary, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
     if not (re.match(r"^[0-9A-F]{24}$", archived) and archived >= segment):
         assert "streamed partial" in fetched.stderr, fetched.stderr
+
+
+def test_wal_archive_status_reports_a_fresh_stream():
+    primary = get_host(PRIMARY)
+    psql(primary, "INSERT INTO public.stream_probe (note) VALUES ('status')")
+    args = {"bucket": BUCKET, "prefix": PREFIX, "endpoint_url": ENDPOINT, "region": "us-east-1",
+            "access_key": ACCESS, "secret_key": "molecule-secret-key", "login_unix_socket": "/var/run/postgresql",
+            "max_stream_age_seconds": 30}
+    result = ansible_module(PRIMARY, "rtx.dr.wal_archive_status", args)
+    assert result.returncode == 0, result.stdout[-3000:]
+    stream = yaml.safe_load(textwrap.dedent(result.stdout.split("=>", 1)[1]))["stream"]  # the yaml callback format
+    assert stream["found"] and stream["host"] == PRIMARY and stream["age_seconds"] < 30, stream
+    assert stream["bytes_behind"] < 16 * 1024 * 1024, stream
+    # Another prefix has no stream: the threshold fails and says where it looked.
+    missing = ansible_module(PRIMARY, "rtx.dr.wal_archive_status", dict(args, prefix=PREFIX + "-nostream"))
+    assert missing.returncode != 0 and "%s-nostream/wal-stream/" % PREFIX in missing.stdout, missing.stdout[-3000:]
