@@ -162,6 +162,11 @@ def boto3_session(params):
         ) from None
 
 
+def _knows_checksum_calculation(botocore):
+    """botocore >= 1.36 knows ``request_checksum_calculation`` (older ones add no default checksums)."""
+    return "request_checksum_calculation" in getattr(botocore.config.Config, "OPTION_DEFAULTS", {})
+
+
 def boto3_client(params, service, config=None, **client_kwargs):
     """A boto3 client for ``service`` (e.g. ``"s3"``) from the module options.
 
@@ -182,6 +187,11 @@ def boto3_client(params, service, config=None, **client_kwargs):
     defaults = {"user_agent_extra": USER_AGENT_EXTRA, "retries": dict(DEFAULT_RETRIES)}
     if service == "s3" and endpoint_url:
         defaults["s3"] = {"addressing_style": "path"}
+        if endpoint_url.lower().startswith("http://") and _knows_checksum_calculation(botocore):
+            # Over plain HTTP botocore SHA256-signs every request body (S3 checks it); the CRC32 it adds
+            # by default since 1.36 would be a second pass over every byte uploaded for no extra protection.
+            # Over HTTPS the default stays: there the CRC32 is what replaces the payload signature.
+            defaults["request_checksum_calculation"] = "when_required"
     merged = botocore.config.Config(**defaults)
     if config is not None:
         if isinstance(config, dict):

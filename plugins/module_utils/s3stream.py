@@ -10,6 +10,11 @@ object: a single ``put_object`` when everything fits in one part, else a
 multipart upload whose parts are sent (by one background thread) as they fill.
 At most two parts are in memory: the one being filled and the one being sent
 (``write()`` waits for the part in flight before it hands over the next one).
+The two part buffers (``bytearray``) swap roles: a full buffer is handed to
+botocore as it is, without a copy (botocore hashes and sends a ``bytearray``
+body in place, where a ``bytes`` body is wrapped in a ``BytesIO`` and copied
+chunk by chunk for the payload hash, the checksum and the socket), and the
+buffer of the part sent before is refilled once its upload returned.
 The SHA256 of the bytes is computed on the way; since a multipart upload only
 knows it at the end, it is then stored in the object metadata by a server-side
 self-copy (``MetadataDirective=REPLACE``, boto3's managed ``copy`` so objects
@@ -90,6 +95,8 @@ class StreamUploader:
         self._sha = hashlib.sha256()
         self._buffer = bytearray()
         self._fill = 0  # bytes of the buffer holding data (the buffer is reused once a part long)
+        self._inflight = None  # the buffer of the part being sent
+        self._spare = None  # the buffer of the part sent before, free again once its upload returned
         self._thread = None
         self._thread_error = None
         self._lock = threading.Lock()
@@ -144,9 +151,13 @@ class StreamUploader:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join()
+        inflight, self._inflight = self._inflight, None
         if self._thread_error is not None:
             error, self._thread_error = self._thread_error, None
             raise error
+        if isinstance(inflight, bytearray):
+            # Its upload returned: botocore holds on to nothing, the buffer can be filled again.
+            self._spare = inflight
 
     def _upload_part(self, number, part):
         try:
@@ -164,9 +175,8 @@ class StreamUploader:
         """Send the buffer as the next part (in a background thread); start the multipart upload first."""
         if self.upload_id is None:
             self._start_multipart()
-        # At most one part in flight: wait for the previous one before handing over the next. Only then
-        # is the buffer copied into the part (bytes, as botocore wants), so that at most two parts' worth
-        # of memory exists at any time: the one in flight and the buffer (or the buffer and its copy).
+        # At most one part in flight: wait for the previous one before handing over the next, so that at
+        # most two parts' worth of memory exists at any time: the one in flight and the one being filled.
         self._wait_part()
         number = len(self.parts) + 1
         if number > MAX_PARTS:
@@ -174,9 +184,17 @@ class StreamUploader:
                 "%s would need more than %d parts" % (self._where(), MAX_PARTS),
                 hint="Raise part_size_mb.",
             )
-        with memoryview(self._buffer) as view:
-            part = bytes(view[:self._fill])
+        if self._fill == self.part_size == len(self._buffer):
+            # A full part: the buffer itself goes (no copy); the spare one (or a new one) is filled next.
+            part = self._buffer
+            self._buffer = self._spare if self._spare is not None else bytearray(self.part_size)
+            self._spare = None
+        else:
+            # The last, shorter part: a copy (a buffer is never resized once handed to botocore).
+            with memoryview(self._buffer) as view:
+                part = bytes(view[:self._fill])
         self._fill = 0
+        self._inflight = part
         self._thread = threading.Thread(target=self._upload_part, args=(number, part), daemon=True)
         self._thread.start()
 
@@ -206,6 +224,7 @@ class StreamUploader:
                     self._send_buffer()
                 self._buffer = bytearray()
                 self._wait_part()
+                self._spare = None
                 parts = sorted(self.parts, key=lambda p: p["PartNumber"])
                 try:
                     self.client.complete_multipart_upload(
@@ -232,6 +251,7 @@ class StreamUploader:
             self._wait_part()
         except Exception:  # pylint: disable=broad-exception-caught
             pass
+        self._spare = None
         if self.upload_id is not None:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)

@@ -13,7 +13,7 @@ version_added: 0.1.0
 description:
   - Runs on the database host (normally the current primary) and streams a backup into S3 without
     writing it to local disk.
-  - With O(kind=physical), runs C(pg_basebackup -D - -Ft -X fetch --checkpoint=fast --manifest-checksums=SHA256)
+  - With O(kind=physical), runs C(pg_basebackup -D - -Ft -X fetch --checkpoint=fast --manifest-checksums=CRC32C)
     and streams its tar output through a compressor into an S3 multipart upload as
     C(<prefix>/base/<backup_id>/base.tar[.gz|.lz4|.zst]); the C(backup_manifest) is also stored as
     C(<prefix>/base/<backup_id>/backup_manifest). The WAL needed to make the backup consistent is inside
@@ -83,6 +83,18 @@ options:
         is one zstd frame whatever the number of workers.
       - Only used with O(compression=zstd). RV(compression) says how many were used (C(workers)).
     type: int
+  manifest_checksums:
+    description:
+      - Algorithm of the per-file checksums in the C(backup_manifest) (C(pg_basebackup --manifest-checksums)),
+        checked by C(pg_verifybackup) after a restore.
+      - V(CRC32C), PostgreSQL's own default, detects damage as well as a SHA for this purpose. The manifest lies
+        next to the backup in the same bucket, so a SHA gives no protection against tampering that the object
+        SHA256 (catalog, metadata) does not give already. A SHA costs the server CPU on every backed-up byte
+        (benchmark in docs/benchmarks.md, about 0.3 CPU s per 460 MB on the lab's cores).
+      - The manifest's own C(Manifest-Checksum) is SHA256 whatever this is, and is checked by the module.
+    type: str
+    default: CRC32C
+    choices: [CRC32C, SHA224, SHA256, SHA384, SHA512, NONE]
   encryption:
     description:
       - V(aws:kms) encrypts every object with SSE-KMS under O(kms_key_id).
@@ -167,6 +179,13 @@ notes:
     2 x O(part_size_mb), and the zstd level 3 state is about 5 MB in one thread, 6 to 16 MB with 2 workers
     (512 KiB jobs). That is about 45 MiB (one thread) or 56 MiB (2 workers) with the defaults, on top of the
     Python runtime.
+  - CPU is spent once per byte where it can be. The pipe from C(pg_basebackup) is widened to one chunk (1 MiB, Linux),
+    so that both sides take turns once per chunk instead of every 64 KiB. The two part buffers take turns and a
+    full part goes to botocore without a copy. Over a plain C(http://) O(endpoint_url) botocore signs the SHA256
+    of every request body, so its default extra CRC32 (botocore 1.36 and later) is turned off there; over HTTPS
+    the CRC32 stays, as it is what replaces the signed body hash. The object's own SHA256 (catalog and
+    C(sha256) metadata) is computed once, on the compressed stream; no SHA256 of the uncompressed stream is
+    computed besides PostgreSQL's per-file manifest checksums (O(manifest_checksums)).
   - C(pg_basebackup -D -) only works for clusters without additional tablespaces.
   - The login role needs the C(REPLICATION) attribute (physical) or read access to the databases (logical),
     and C(pg_hba.conf) must allow a replication connection for physical backups.

@@ -87,8 +87,10 @@ def test_commands_have_no_password():
               "login_unix_socket": None, "ssl_mode": "require", "ca_cert": "/etc/ca.pem", "connect_timeout": 7}
     argv = backup.pg_basebackup_command("/x/pg_basebackup", params, "my label")
     assert argv[:9] == ["/x/pg_basebackup", "-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast",
-                        "--manifest-checksums=SHA256", "--label"]
+                        "--manifest-checksums=CRC32C", "--label"]
     assert argv[9] == "my label" and "-v" in argv
+    assert "--manifest-checksums=SHA256" in backup.pg_basebackup_command("/x/pg_basebackup", dict(
+        params, manifest_checksums="SHA256"), "l")
     assert argv[-6:] == ["-h", "db1", "-p", "5433", "-U", "backup"]
     dump = backup.pg_dump_command("/x/pg_dump", params, "we'ird db", 6)
     assert dump[-2:] == ["-d", "dbname='we\\'ird db'"] and dump[1:4] == ["-Fc", "-Z", "6"]
@@ -258,6 +260,33 @@ def test_stream_command_reader_error_stops_the_compressor_thread(monkeypatch):
     assert len(written) == count  # nothing is written once stream_command has raised
 
 
+def test_child_pipe_holds_one_chunk():
+    # One read takes a whole chunk: pg_basebackup and the reader no longer take turns every 64 KiB.
+    child = backup.ChildProcess([sys.executable, "-c", "import sys; sys.stdout.buffer.write(b'x' * 3000000)"],
+                                dict(os.environ))
+    try:
+        if sys.platform.startswith("linux"):
+            assert child.pipe_size == backup.CHUNK_SIZE
+        data = b""
+        while True:
+            chunk = child.read()
+            if not chunk:
+                break
+            data += chunk
+        child.finish()
+    finally:
+        child.close()
+    assert data == b"x" * 3000000
+
+
+def test_grow_pipe_is_best_effort(tmp_path):
+    # Not a pipe (or a closed one): nothing happens, no error.
+    with open(tmp_path / "f", "wb") as handle:
+        assert backup.grow_pipe(handle, backup.CHUNK_SIZE) is None
+    assert backup.grow_pipe(handle, backup.CHUNK_SIZE) is None
+    assert backup.grow_pipe(object(), backup.CHUNK_SIZE) is None
+
+
 def test_unset_compression_workers_are_chosen_by_cores(monkeypatch):
     params = dict(kind="physical", bucket="b", compression="zstd", compression_level=None, compression_workers=None,
                   encryption="none", kms_key_id=None, part_size_mb=16, stale_upload_seconds=3600,
@@ -344,7 +373,7 @@ def test_physical_backup_restores_and_verifies(pg, aws_params, s3_client, kms_cl
     assert record["timeline"] == 1 and record["wal_included"] is True
     assert record["start_wal"] <= record["stop_wal"]
     assert parse_lsn(record["stop_lsn"]) >= parse_lsn(record["start_lsn"])
-    assert record["manifest"]["checksum_algorithm"] == "SHA256" and record["manifest"]["files"] > 500
+    assert record["manifest"]["checksum_algorithm"] == "CRC32C" and record["manifest"]["files"] > 500
     assert record["size_raw_bytes"] > record["size_compressed_bytes"] > 0
     assert record["throughput_bytes_per_s"] > 0 and record["duration_seconds"] > 0
     assert "--checkpoint=fast" in record["command"] and pg.params()["login_password"] not in record["command"]

@@ -198,3 +198,54 @@ def test_at_most_two_parts_in_memory_with_a_slow_upload(piece):
         tracemalloc.stop()
     assert facts["size"] == total and client.sizes[:-1] == [part] * (len(client.sizes) - 1)
     assert sum(client.sizes) == total and facts["sha256"] == client.digest.hexdigest()
+
+
+class RecordingClient(SlowClient):
+    """Keeps a copy of every part and the identity and type of the body botocore was given."""
+
+    def __init__(self):
+        super().__init__(delay=0)
+        self.bodies = []
+        self.copies = []
+
+    def upload_part(self, **kwargs):
+        self.bodies.append((id(kwargs["Body"]), type(kwargs["Body"])))
+        self.copies.append(bytes(kwargs["Body"]))
+        return super().upload_part(**kwargs)
+
+
+def test_full_parts_are_sent_from_two_alternating_buffers_without_a_copy():
+    client = RecordingClient()
+    part = 5 * MIB
+    data = os.urandom(4 * part + 12345)
+    up = s3stream.StreamUploader(client, "b", "k", part_size=part)
+    feed(up, data)
+    facts = up.close()
+    assert b"".join(client.copies) == data and facts["sha256"] == hashlib.sha256(data).hexdigest()
+    full, last = client.bodies[:-1], client.bodies[-1]
+    # Every full part is a bytearray (botocore hashes and sends it in place); two buffers take turns.
+    assert [kind for _id, kind in full] == [bytearray] * 4
+    assert len({ident for ident, _kind in full}) == 2
+    assert full[0][0] == full[2][0] and full[1][0] == full[3][0]
+    assert last[1] is bytes and len(client.copies[-1]) == 12345
+
+
+def test_plain_http_parts_are_signed_without_a_second_checksum(s3_client, bucket):
+    # Over http:// botocore signs the SHA256 of each body: no CRC32 pass on top (aws.boto3_client).
+    seen = []
+
+    def record(request, **kwargs):  # pylint: disable=unused-argument
+        seen.append({k.lower(): v for k, v in request.headers.items()})
+
+    s3_client.meta.events.register("before-send.s3.UploadPart", record)
+    data = os.urandom(11 * MIB)
+    up = s3stream.StreamUploader(s3_client, bucket, "http/obj", part_size=5 * MIB)
+    feed(up, data)
+    facts = up.close()
+    assert len(seen) == 3
+    for headers in seen:
+        assert not any(name.startswith("x-amz-checksum-") for name in headers), headers
+        sha = headers["x-amz-content-sha256"]
+        sha = sha.decode() if isinstance(sha, bytes) else sha
+        assert len(sha) == 64 and "UNSIGNED" not in sha
+    assert s3stream.sha256_of_object(s3_client, bucket, "http/obj") == (facts["sha256"], len(data))
