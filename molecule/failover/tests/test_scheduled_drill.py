@@ -17,6 +17,26 @@ REPORTS = os.path.join(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexist
 PRIMARY = "mol-db-east-1"
 
 
+def test_region_drill_in_check_mode_shows_its_plan_and_changes_nothing():
+    """The region stage (region_failover.yml then region_failback.yml) runs for real on the lab (docs/runbooks/
+    dr_drill.md); here its --check: every stage's plan, nothing moved, nothing recorded."""
+    assert role(PRIMARY) == "primary"
+    primary = get_host(PRIMARY)
+    drills = "SELECT count(*) FROM dr.drill_history"
+    before = psql(primary, drills, db="rtx")
+    timeline = psql(primary, "SELECT timeline_id FROM pg_control_checkpoint()")
+    result = playbook("dr_drill.yml", "-e", "drill=region", "-e", "drill_confirm=rtx-molecule", "--check",
+                      timeout=900)
+    out = result.stdout
+    assert result.returncode == 0, out[-5000:] + result.stderr[-2000:]
+    assert "region drill: region failover to west, then failback to east" in out, out[-5000:]
+    assert "REGION FAILOVER PLANNED (check mode): mol-db-west-1 in west is the primary" in out, out[-5000:]
+    assert "stages region planned; nothing" in out, out[-3000:]
+    assert role(PRIMARY) == "primary" and role("mol-db-west-1") == "standby"
+    assert psql(primary, drills, db="rtx") == before
+    assert psql(primary, "SELECT timeline_id FROM pg_control_checkpoint()") == timeline
+
+
 def test_failover_drill_switches_over_and_back_without_losing_a_commit():
     assert role(PRIMARY) == "primary"
     result = playbook("dr_drill.yml", "-e", "drill=failover", "-e", "drill_confirm=rtx-molecule", timeout=1200)
