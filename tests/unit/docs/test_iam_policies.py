@@ -106,6 +106,7 @@ ENTRY_POINTS = {
     "plugins/modules/backup_retention.py": {"control"},    # backup_retention.yml
     "plugins/modules/backup_replicate.py": {"control"},    # backup_full.yml, backup_incremental.yml (delegate_to)
     "plugins/module_utils/wal_agent.py": {"host"},         # archive_command (push) / restore_command (fetch)
+    "plugins/module_utils/health_agent.py": {"host"},      # rtx-dr-health timer: the WAL stream (read only)
     "plugins/module_utils/agent.py": {"host"},             # rtx-dr-backup / rtx-dr-verify timers
     "plugins/module_utils/fence_guard.py": {"host"},       # ExecStartPre of PostgreSQL, leader record after promotion
 }

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import pytest
 
+from roletest import playbook_env, trusted  # noqa: E402 pylint: disable=wrong-import-position
+
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 ANSIBLE_PLAYBOOK = BIN / "ansible-playbook"
@@ -154,18 +156,7 @@ def play(lab, check=False, **overrides):  # pylint: disable=redefined-outer-name
         "vars": role_vars(lab, **overrides),
         "roles": [{"role": "rtx.dr.backup_schedule"}],
     }]))
-    env = {
-        "PATH": "%s:%s" % (lab["bin"], os.environ.get("PATH", "/usr/bin:/bin")),
-        "HOME": str(tmp),
-        "LC_ALL": "C.UTF-8",
-        "ANSIBLE_COLLECTIONS_PATH": str(lab["collections"]),
-        "ANSIBLE_HOME": str(tmp / "ansible-home"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-local"),
-        "ANSIBLE_REMOTE_TEMP": str(tmp / "ansible-remote"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-    }
+    env = playbook_env(tmp, lab["collections"], path_prefix=lab["bin"])
     argv = [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), "--diff"] + (["--check"] if check else [])
     proc = subprocess.run(argv, cwd=str(tmp), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           timeout=300, check=False)
@@ -263,16 +254,6 @@ def test_missing_bucket_is_refused(lab):  # pylint: disable=redefined-outer-name
 # --------------------------------------------------------------------------
 
 
-def _trusted(value):
-    from ansible.template import trust_as_template  # pylint: disable=import-outside-toplevel
-
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    return trust_as_template(value) if isinstance(value, str) else value
-
-
 def render(tmp_path, **overrides):
     """``{template name without .j2: text}`` rendered as the role would for a lab host."""
     import yaml  # pylint: disable=import-outside-toplevel
@@ -281,16 +262,16 @@ def render(tmp_path, **overrides):
 
     variables = {}
     for name in ("defaults/main.yml", "vars/main.yml"):
-        variables.update(_trusted(yaml.safe_load((ROLE / name).read_text())))
+        variables.update(trusted(yaml.safe_load((ROLE / name).read_text())))
     lab_vars = {"root": tmp_path / "host"}
     values = role_vars(lab_vars)
     values.pop("ansible_python_interpreter")
     values.update(overrides)
-    variables.update(_trusted(values))
+    variables.update(trusted(values))
     variables.update(role_path=str(ROLE), ansible_managed="Ansible managed", inventory_hostname="db1",
                      ansible_check_mode=False)
     templar = Templar(loader=DataLoader(), variables=variables)
-    return {path.name[:-3]: templar.template(_trusted(path.read_text())) for path in (ROLE / "templates").glob("*.j2")}
+    return {path.name[:-3]: templar.template(trusted(path.read_text())) for path in (ROLE / "templates").glob("*.j2")}
 
 
 def install_layout(root):

@@ -19,22 +19,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from roletest import trusted  # noqa: E402 pylint: disable=wrong-import-position
+
 REPO = Path(__file__).resolve().parents[3]
 ROLE = REPO / "roles" / "health_agent"
 MODULE_UTILS = REPO / "plugins" / "module_utils"
 PACKAGE_DIRS = ("ansible_collections", "ansible_collections/rtx", "ansible_collections/rtx/dr",
                 "ansible_collections/rtx/dr/plugins", "ansible_collections/rtx/dr/plugins/module_utils")
 STREAM_KEYS = {"wal_stream", "wal_stream_config"}
-
-
-def _trusted(value):
-    from ansible.template import trust_as_template  # pylint: disable=import-outside-toplevel
-
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    return trust_as_template(value) if isinstance(value, str) else value
 
 
 def templar_for(database_host=True, **overrides):
@@ -44,18 +36,18 @@ def templar_for(database_host=True, **overrides):
 
     variables = {}
     for name in ("defaults/main.yml", "vars/main.yml"):
-        variables.update(_trusted(yaml.safe_load((ROLE / name).read_text())))
+        variables.update(trusted(yaml.safe_load((ROLE / name).read_text())))
     variables.update(inventory_hostname="db1" if database_host else "app1",
                      group_names=["postgres"] if database_host else ["app"],
                      groups={"postgres": ["db1", "db2"], "app": ["app1"]}, ansible_managed="Ansible managed",
                      rtx_dr_health_db_password="pw")
-    variables.update(_trusted(overrides))
+    variables.update(trusted(overrides))
     return Templar(loader=DataLoader(), variables=variables)
 
 
 def render_config(database_host=True, **overrides):
     templar = templar_for(database_host, **overrides)
-    return json.loads(templar.template(_trusted((ROLE / "templates" / "health.json.j2").read_text())))
+    return json.loads(templar.template(trusted((ROLE / "templates" / "health.json.j2").read_text())))
 
 
 def check_config(tmp_path, config):
@@ -81,7 +73,7 @@ def test_streaming_mode_off_leaves_the_configuration_as_it_was(tmp_path):
     config = render_config()
     assert not STREAM_KEYS & set(config)
     assert config["dr_metrics"] is True
-    packages = templar_for().template(_trusted("{{ health_agent_packages }}"))
+    packages = templar_for().template(trusted("{{ health_agent_packages }}"))
     assert packages == ["python3", "python3-psycopg2"]
 
 
@@ -93,7 +85,7 @@ def test_streaming_mode_off_leaves_the_configuration_as_it_was(tmp_path):
 def test_streaming_mode_on_a_database_host(tmp_path, overrides):
     config = render_config(**overrides)
     assert config["wal_stream"] is True and config["wal_stream_config"] == "/etc/rtx-dr/agent.json"
-    packages = templar_for(**overrides).template(_trusted("{{ health_agent_packages }}"))
+    packages = templar_for(**overrides).template(trusted("{{ health_agent_packages }}"))
     assert packages == ["python3", "python3-psycopg2", "python3-botocore"]
     proc = check_config(tmp_path, config)
     assert proc.returncode == 0, proc.stderr
@@ -109,7 +101,7 @@ def test_streaming_mode_follows_the_backup_agents_configuration_directory():
 def test_streaming_mode_never_on_an_application_host(tmp_path):
     config = render_config(database_host=False, health_agent_wal_stream=True)
     assert not STREAM_KEYS & set(config) and "dr_metrics" in config and config["dr_metrics"] is False
-    packages = templar_for(False, health_agent_wal_stream=True).template(_trusted("{{ health_agent_packages }}"))
+    packages = templar_for(False, health_agent_wal_stream=True).template(trusted("{{ health_agent_packages }}"))
     assert packages == ["python3", "python3-psycopg2"]
     # and the agent refuses it there: the stream is read by the primary's DR metrics
     proc = check_config(tmp_path, dict(config, wal_stream=True))

@@ -1009,22 +1009,29 @@ def test_fetch_partial_of_the_current_segment(lab):  # pylint: disable=redefined
         assert fetched.read(used) == server.read(used)  # the server's own WAL, up to covers-lsn
 
 
+def _server_from_backup(lab, name, signal_file, settings=""):  # pylint: disable=redefined-outer-name
+    """A data directory from the lab's base backup whose restore_command is ``wal_agent fetch --partial``,
+    with ``signal_file`` (recovery.signal / standby.signal) and ``settings`` appended to postgresql.auto.conf."""
+    datadir = os.path.join(lab.base, name)
+    shutil.copytree(lab.backup, datadir, symlinks=True)
+    command = "PYTHONPATH=%s %s -m %s --config %s fetch --partial %%f %%p" % (lab.pythonpath, lab.python, MODULE,
+                                                                              lab.direct)
+    with open(os.path.join(datadir, "postgresql.auto.conf"), "a", encoding="utf-8") as handle:
+        handle.write("restore_command = '%s'\narchive_mode = off\n%s" % (command.replace("'", "''"), settings))
+    Path(datadir, signal_file).write_text("")
+    if lab.user is not None:
+        for root, dirs, files in os.walk(datadir):
+            for entry in dirs + files + [""]:
+                os.lchown(os.path.join(root, entry), lab.user.pw_uid, lab.user.pw_gid)
+    os.chmod(datadir, 0o700)
+    return datadir
+
+
 def test_point_in_time_restore_gets_the_commit_only_the_partial_has(lab):  # pylint: disable=redefined-outer-name
     lsn, name, dummy = lab.commit("only-in-the-partial")
     _wait(lambda: (lab.covers(name) or 0) >= lsn, 30, "not covered", lab.logs.values())
     assert not lab.archived(name)
-    restored = os.path.join(lab.base, "restored")
-    shutil.copytree(lab.backup, restored, symlinks=True)
-    command = "PYTHONPATH=%s %s -m %s --config %s fetch --partial %%f %%p" % (lab.pythonpath, lab.python, MODULE,
-                                                                              lab.direct)
-    with open(os.path.join(restored, "postgresql.auto.conf"), "a", encoding="utf-8") as handle:
-        handle.write("restore_command = '%s'\narchive_mode = off\n" % command.replace("'", "''"))
-    Path(restored, "recovery.signal").write_text("")
-    if lab.user is not None:
-        for root, dirs, files in os.walk(restored):
-            for entry in dirs + files + [""]:
-                os.lchown(os.path.join(root, entry), lab.user.pw_uid, lab.user.pw_gid)
-    os.chmod(restored, 0o700)
+    restored = _server_from_backup(lab, "restored", "recovery.signal")
     port = _free_port()
     try:
         lab.pg.start(restored, port)
@@ -1046,20 +1053,8 @@ def test_a_standby_ahead_of_the_partial_keeps_its_wal_and_promotes(lab):  # pyli
     segment with the shorter partial. The partial is never served when pg_wal holds the segment."""
     lsn, name, dummy = lab.commit("before-the-outage")
     _wait(lambda: (lab.covers(name) or 0) >= lsn, 30, "not covered", lab.logs.values())
-    standby = os.path.join(lab.base, "standby-ahead")
-    shutil.copytree(lab.backup, standby, symlinks=True)
-    command = "PYTHONPATH=%s %s -m %s --config %s fetch --partial %%f %%p" % (lab.pythonpath, lab.python, MODULE,
-                                                                              lab.direct)
-    conninfo = "host=%s port=%d user=postgres application_name=ahead" % (lab.pg.base, lab.port)
-    with open(os.path.join(standby, "postgresql.auto.conf"), "a", encoding="utf-8") as handle:
-        handle.write("restore_command = '%s'\narchive_mode = off\nprimary_conninfo = '%s'\n"
-                     % (command.replace("'", "''"), conninfo))
-    Path(standby, "standby.signal").write_text("")
-    if lab.user is not None:
-        for root, dirs, files in os.walk(standby):
-            for entry in dirs + files + [""]:
-                os.lchown(os.path.join(root, entry), lab.user.pw_uid, lab.user.pw_gid)
-    os.chmod(standby, 0o700)
+    standby = _server_from_backup(lab, "standby-ahead", "standby.signal", "primary_conninfo = 'host=%s port=%d "
+                                  "user=postgres application_name=ahead'\n" % (lab.pg.base, lab.port))
     port = _free_port()
     lab.proxy.down()  # the stream uploader cannot upload: the partial in S3 stays where it is
     try:
