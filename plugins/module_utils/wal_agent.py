@@ -287,14 +287,16 @@ def run_stream(args, log, client_factory):
         walstream.Receiver(params, log, probe).run(stop)
         return {}
     walarchive.check_options(params)
-    if client_factory is make_client:
-        s3 = make_client(params, "s3", **STREAM_CLIENT)
-    else:
-        s3 = client_factory(params, "s3")
+
+    def s3_client(archive):
+        if client_factory is make_client:
+            return make_client(archive, "s3", **STREAM_CLIENT)
+        return client_factory(archive, "s3")
+
+    s3 = s3_client(params)
     replica = walarchive.replica_params(params)
     if replica is not None:
-        replica = (make_client(replica, "s3", **STREAM_CLIENT) if client_factory is make_client
-                   else client_factory(replica, "s3"), replica)
+        replica = (s3_client(replica), replica)
     uploader = walstream.Uploader(params, s3, log, probe, kms=lambda: client_factory(params, "kms"), replica=replica,
                                   replica_kms=(lambda: client_factory(replica[1], "kms")) if replica else None)
     log("uploading the WAL stream of %s every %s s to s3://%s/%s%s" % (

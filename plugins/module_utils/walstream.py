@@ -535,7 +535,7 @@ class Uploader:
         self.host = host or socket.gethostname()
         self.settings = walarchive.check_options(params)
         self.directory, self.interval = check_stream_options(params)
-        self.replica = None
+        self.replica = None  # {s3, params, kms, settings} of the replica archive, as :attr:`primary`
         if replica is not None:
             client, replica_params = replica
             self.replica = {"s3": client, "params": replica_params, "kms": replica_kms,
@@ -550,6 +550,11 @@ class Uploader:
         # Completed files are pushed while the partial is uploaded (a segment switch would otherwise delay the
         # newest WAL by a whole segment push); the replica's copy of the partial goes in parallel too.
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stream-upload")
+
+    @property
+    def primary(self):
+        """``{s3, params, kms, settings}`` of the primary archive (where :meth:`_put` uploads)."""
+        return {"s3": self.s3, "params": self.params, "kms": self.kms, "settings": self.settings}
 
     def close(self):
         self.pool.shutdown(wait=True)
@@ -641,13 +646,14 @@ class Uploader:
             outcome["pushed"].append(name)
         return True
 
-    def _put(self, target, key, body, metadata, extra):
-        """PUT the partial into one bucket; the RtxDrError of a failure."""
+    @staticmethod
+    def _put(target, key, body, metadata):
+        """PUT the partial into one archive (:attr:`primary` or :attr:`replica`) with its SSE-KMS key; the
+        RtxDrError of a failure."""
+        extra = walarchive.upload_args(target["settings"], target["params"], target["kms"])
         try:
             target["s3"].put_object(Bucket=target["settings"]["bucket"], Key=key, Body=body, Metadata=metadata,
                                     **extra)
-        except RtxDrError:
-            raise
         except Exception as exc:  # pylint: disable=broad-exception-caught
             raise error_from_boto(exc, "uploading s3://%s/%s" % (target["settings"]["bucket"], key)) from None
 
@@ -655,8 +661,7 @@ class Uploader:
         replica = self.replica
         key = stream_base_key(replica["settings"]["prefix"], name[:24]) + extension
         try:
-            extra = walarchive.upload_args(replica["settings"], replica["params"], replica["kms"])
-            self._put(replica, key, body, metadata, extra)
+            self._put(replica, key, body, metadata)
         except RtxDrError as exc:
             self._s3_failed("uploading the partial segment %s to the replica bucket %s"
                             % (name, replica["settings"]["bucket"]), exc, key="replica-s3", level="warning")
@@ -715,8 +720,7 @@ class Uploader:
         replica = (self.pool.submit(self._put_replica, name, EXTENSIONS[method], body, metadata)
                    if self.replica is not None else None)
         try:
-            self._put({"s3": self.s3, "settings": self.settings}, key, body, metadata,
-                      walarchive.upload_args(self.settings, self.params, self.kms))
+            self._put(self.primary, key, body, metadata)
         except RtxDrError as exc:
             self._s3_failed("uploading the partial segment %s" % name, exc)
             outcome["partial"] = "S3 failed"
@@ -751,11 +755,9 @@ class Uploader:
     def run(self, stop, once=False):
         """Tick every ``stream_interval`` seconds until ``stop`` is set (one tick with ``once``)."""
         next_summary = self.clock() + SUMMARY_SECONDS
-        for target in ([(self.settings, self.params, self.kms)]
-                       + ([(self.replica["settings"], self.replica["params"], self.replica["kms"])]
-                          if self.replica else [])):
-            try:
-                walarchive.upload_args(*target)  # the KMS key's ARN now, not at the 1st upload
+        for target in [self.primary] + ([self.replica] if self.replica else []):
+            try:  # the KMS key's ARN now, not at the 1st upload
+                walarchive.upload_args(target["settings"], target["params"], target["kms"])
             except RtxDrError:
                 pass  # the first upload reports it
         try:
