@@ -1,8 +1,10 @@
 """Helpers for the testinfra tests of the lab topology (Molecule scenario default)."""
 
+import os
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
@@ -16,6 +18,20 @@ SYNC_STANDBY = "mol-db-east-2"
 ASYNC_STANDBY = "mol-db-east-3"
 WEST_STANDBY = "mol-db-west-1"
 STANDBYS = [SYNC_STANDBY, ASYNC_STANDBY, WEST_STANDBY]
+
+# The AWS endpoint and the archive of the scenario (environment: the lab's own when run against `make lab`).
+ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
+BUCKET = os.environ.get("RTX_DR_TEST_BUCKET", "rtx-dr-backups-rtx-molecule")
+PREFIX = os.environ.get("RTX_DR_TEST_PREFIX", "pgbackup/rtx-molecule")
+ACCESS = os.environ.get("RTX_DR_TEST_ACCESS_KEY", "molecule-access-key")
+# The WAL agent as archive_command / restore_command run it on a database host.
+AGENT = ("PYTHONPATH=/usr/local/lib/rtx-dr python3 -m ansible_collections.rtx.dr.plugins.module_utils.wal_agent "
+         "--config /etc/rtx-dr/agent.json")
+
+
+def s3(region="us-east-1"):
+    return boto3.client("s3", endpoint_url=ENDPOINT, region_name=region,
+                        aws_access_key_id=ACCESS, aws_secret_access_key="molecule-secret-key")
 
 
 @pytest.fixture(scope="session")

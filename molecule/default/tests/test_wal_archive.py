@@ -4,25 +4,10 @@ to S3 with SSE-KMS and SHA256; the restore side (wal_agent fetch) gets back the 
 import base64
 import hashlib
 import json
-import os
 import re
 
-import boto3
-
-from conftest import PRIMARY, STANDBYS, get_host, psql, wait_for
+from conftest import ACCESS, AGENT, BUCKET, ENDPOINT, PREFIX, PRIMARY, STANDBYS, get_host, psql, s3, wait_for
 from labtest import ansible_module
-
-ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
-BUCKET = os.environ.get("RTX_DR_TEST_BUCKET", "rtx-dr-backups-rtx-molecule")
-PREFIX = os.environ.get("RTX_DR_TEST_PREFIX", "pgbackup/rtx-molecule")
-ACCESS = os.environ.get("RTX_DR_TEST_ACCESS_KEY", "molecule-access-key")
-AGENT = ("PYTHONPATH=/usr/local/lib/rtx-dr python3 -m ansible_collections.rtx.dr.plugins.module_utils.wal_agent "
-         "--config /etc/rtx-dr/agent.json")
-
-
-def s3():
-    return boto3.client("s3", endpoint_url=ENDPOINT, region_name="us-east-1",
-                        aws_access_key_id=ACCESS, aws_secret_access_key="molecule-secret-key")
 
 
 def archiver(host):

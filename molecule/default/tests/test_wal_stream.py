@@ -7,25 +7,14 @@ import re
 import textwrap
 import uuid
 
-import boto3
 import yaml
 
-from conftest import PRIMARY, STANDBYS, WEST_STANDBY, get_host, psql, wait_for
+from conftest import (ACCESS, AGENT, BUCKET, ENDPOINT, PREFIX, PRIMARY, STANDBYS, WEST_STANDBY, get_host, psql, s3,
+                      wait_for)
 from labtest import ansible_module
 
-ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
-BUCKET = os.environ.get("RTX_DR_TEST_BUCKET", "rtx-dr-backups-rtx-molecule")
 REPLICA_BUCKET = os.environ.get("RTX_DR_TEST_REPLICA_BUCKET", BUCKET + "-west")
-PREFIX = os.environ.get("RTX_DR_TEST_PREFIX", "pgbackup/rtx-molecule")
-ACCESS = os.environ.get("RTX_DR_TEST_ACCESS_KEY", "molecule-access-key")
-AGENT = ("PYTHONPATH=/usr/local/lib/rtx-dr python3 -m ansible_collections.rtx.dr.plugins.module_utils.wal_agent "
-         "--config /etc/rtx-dr/agent.json")
 UNITS = ("rtx-dr-wal-receive.service", "rtx-dr-wal-stream.service")
-
-
-def s3(region="us-east-1"):
-    return boto3.client("s3", endpoint_url=ENDPOINT, region_name=region,
-                        aws_access_key_id=ACCESS, aws_secret_access_key="molecule-secret-key")
 
 
 def lsn_value(text):
