@@ -291,6 +291,25 @@ def error_from_boto(exc, action, details=None):
     return RtxDrError("Error while %s: %s: %s" % (action, name, exc), details=details)
 
 
+def list_pages(s3, bucket, prefix, what="listing", **kwargs):
+    """The pages of one paginated ``list_objects_v2`` listing of ``prefix`` (extra arguments such as ``Delimiter``
+    passed on); a failure of S3 raises :class:`RtxDrError` saying ``<what> s3://<bucket>/<prefix>``.
+
+    Only S3's errors are turned into that message: an exception of the caller's loop body is its own.
+    """
+    try:
+        yield from s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **kwargs)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        raise error_from_boto(exc, "%s s3://%s/%s" % (what, bucket, prefix)) from None
+
+
+def list_objects(s3, bucket, prefix, what="listing", **kwargs):
+    """Every listed object (the ``Contents`` items: Key, Size, LastModified...) under ``prefix``; see
+    :func:`list_pages`."""
+    for page in list_pages(s3, bucket, prefix, what, **kwargs):
+        yield from page.get("Contents") or ()
+
+
 def describe_kms_key(kms, key_id, what, hint):
     """``KeyMetadata`` of KMS key ``key_id`` (alias, key id or ARN) from ``kms.describe_key``.
 

@@ -24,6 +24,7 @@ import json
 import re
 
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
+from ansible_collections.rtx.dr.plugins.module_utils.aws import list_objects
 from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
@@ -214,21 +215,16 @@ def list_backup_ids(client, bucket, prefix, kind=None):
     """Backup ids with a record under ``<prefix>/catalog/``, newest first."""
     ids = []
     start = catalog_prefix(prefix)
-    try:
-        paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=start):
-            for item in page.get("Contents") or ():
-                name = item["Key"][len(start):]
-                if not name.endswith(".json"):
-                    continue
-                backup_id = name[:-5]
-                if not is_backup_id(backup_id):
-                    continue
-                if kind is not None and parse_backup_id(backup_id)[1] != kind:
-                    continue
-                ids.append(backup_id)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        raise error_from_boto(exc, "listing the catalog s3://%s/%s" % (bucket, start)) from None
+    for item in list_objects(client, bucket, start, "listing the catalog"):
+        name = item["Key"][len(start):]
+        if not name.endswith(".json"):
+            continue
+        backup_id = name[:-5]
+        if not is_backup_id(backup_id):
+            continue
+        if kind is not None and parse_backup_id(backup_id)[1] != kind:
+            continue
+        ids.append(backup_id)
     ids.sort(key=lambda i: parse_backup_id(i)[0], reverse=True)
     return ids
 

@@ -42,6 +42,7 @@ from ansible_collections.rtx.dr.plugins.module_utils import catalog
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import resolve_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import wal_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
+from ansible_collections.rtx.dr.plugins.module_utils.aws import list_objects
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 
@@ -328,14 +329,7 @@ def plan_retention(records, now, policy=None, wal_keys=None):
 
 def list_keys(s3, bucket, prefix):
     """Every current object key under ``prefix``, sorted."""
-    keys = []
-    try:
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents") or ())
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        raise error_from_boto(exc, "listing s3://%s/%s" % (bucket, prefix)) from None
-    return sorted(keys)
+    return sorted(item["Key"] for item in list_objects(s3, bucket, prefix))
 
 
 def read_records(s3, bucket, prefix):

@@ -46,6 +46,7 @@ from ansible_collections.rtx.dr.plugins.module_utils.catalog import wal_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.aws import describe_kms_key
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
+from ansible_collections.rtx.dr.plugins.module_utils.aws import list_objects
 from ansible_collections.rtx.dr.plugins.module_utils.backup import manifest_checksum_ok
 from ansible_collections.rtx.dr.plugins.module_utils.backup import parse_backup_label
 from ansible_collections.rtx.dr.plugins.module_utils.compress import EXTENSIONS
@@ -853,16 +854,11 @@ def find_archived_wal(s3, bucket, prefix, segments):
     wanted = set(segments)
     found = {}
     start = wal_prefix(prefix)
-    try:
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=start):
-            for item in page.get("Contents") or ():
-                name = item["Key"].rsplit("/", 1)[-1]
-                base, suffix = name[:24], name[24:]
-                if base in wanted and base not in found and suffix in _WAL_SEGMENT_SUFFIXES:
-                    found[base] = item["Key"]
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        raise error_from_boto(exc, "listing the WAL archive s3://%s/%s" % (bucket, start)) from None
+    for item in list_objects(s3, bucket, start, "listing the WAL archive"):
+        name = item["Key"].rsplit("/", 1)[-1]
+        base, suffix = name[:24], name[24:]
+        if base in wanted and base not in found and suffix in _WAL_SEGMENT_SUFFIXES:
+            found[base] = item["Key"]
     return found
 
 

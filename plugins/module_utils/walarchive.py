@@ -62,6 +62,7 @@ import time
 from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.aws import describe_kms_key
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
+from ansible_collections.rtx.dr.plugins.module_utils.aws import list_objects
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import resolve_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import wal_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.compress import EXTENSIONS
@@ -324,15 +325,10 @@ def _url(bucket, key):
 def archived_variants(s3, bucket, base_key):
     """Keys of ``base_key`` with any compression suffix that exist, as ``{key: method}`` (one listing)."""
     found = {}
-    try:
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=base_key):
-            for item in page.get("Contents") or ():
-                method = method_of_key(base_key, item["Key"])
-                if method is not None:
-                    found[item["Key"]] = method
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        raise error_from_boto(exc, "listing the WAL archive at %s" % _url(bucket, base_key)) from None
+    for item in list_objects(s3, bucket, base_key, "listing the WAL archive at"):
+        method = method_of_key(base_key, item["Key"])
+        if method is not None:
+            found[item["Key"]] = method
     return found
 
 

@@ -19,6 +19,7 @@ that is current at that number on the path to the target timeline.
 from __future__ import annotations
 
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
+from ansible_collections.rtx.dr.plugins.module_utils.aws import list_objects
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import parse_time
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import wal_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
@@ -200,13 +201,8 @@ def list_archive(s3, bucket, prefix, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
     """:class:`ArchiveListing` of ``<prefix>/wal/`` (one paginated listing)."""
     listing = ArchiveListing(bucket, prefix, wal_segment_size)
     start = wal_prefix(prefix)
-    try:
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=start):
-            for item in page.get("Contents") or ():
-                listing.add(item["Key"], item.get("Size"), item.get("LastModified"))
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        raise error_from_boto(exc, "listing the WAL archive s3://%s/%s" % (bucket, start)) from None
+    for item in list_objects(s3, bucket, start, "listing the WAL archive"):
+        listing.add(item["Key"], item.get("Size"), item.get("LastModified"))
     return listing
 
 

@@ -40,6 +40,7 @@ from ansible_collections.rtx.dr.plugins.module_utils import walchain
 from ansible_collections.rtx.dr.plugins.module_utils import walstream
 from ansible_collections.rtx.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
+from ansible_collections.rtx.dr.plugins.module_utils.aws import list_pages
 from ansible_collections.rtx.dr.plugins.module_utils.errors import ConnectionFailedError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError
 from ansible_collections.rtx.dr.plugins.module_utils.errors import QueryFailedError
@@ -604,14 +605,6 @@ def read_archive(s3, settings, server=None, archiver=None, now=None):
 # --------------------------------------------------------------------------
 
 
-def _list_pages(s3, bucket, prefix, **kwargs):
-    """The pages of a ``list_objects_v2`` listing; a failure of S3 as :class:`RtxDrError`."""
-    try:
-        yield from s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **kwargs)
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        raise error_from_boto(exc, "listing s3://%s/%s" % (bucket, prefix)) from None
-
-
 def newest_stream_object(s3, bucket, prefix, wal_segment_size=DEFAULT_WAL_SEGMENT_SIZE):
     """``(segment, listing item)`` of the newest streamed partial segment, or None when there is none.
 
@@ -621,13 +614,13 @@ def newest_stream_object(s3, bucket, prefix, wal_segment_size=DEFAULT_WAL_SEGMEN
     one is listed in full.
     """
     top = walstream.stream_prefix(prefix)
-    directories = [item["Prefix"] for page in _list_pages(s3, bucket, top, Delimiter="/")
+    directories = [item["Prefix"] for page in list_pages(s3, bucket, top, Delimiter="/")
                    for item in page.get("CommonPrefixes") or ()]
     # <TLI>/ is 8 upper case hex digits: the text order is the timeline order.
     for directory in sorted(directories, reverse=True):
         timeline = directory[len(top):].rstrip("/")
         best = None
-        for page in _list_pages(s3, bucket, directory):
+        for page in list_pages(s3, bucket, directory):
             for item in page.get("Contents") or ():
                 name = item["Key"][len(directory):][:24]
                 if not is_wal_segment_name(name) or name[:8] != timeline or walarchive.method_of_key(

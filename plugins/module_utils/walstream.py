@@ -78,6 +78,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.rtx.dr.plugins.module_utils import walarchive
 from ansible_collections.rtx.dr.plugins.module_utils.aws import error_from_boto
+from ansible_collections.rtx.dr.plugins.module_utils.aws import list_pages
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import normalize_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.catalog import wal_prefix
 from ansible_collections.rtx.dr.plugins.module_utils.compress import EXTENSIONS
@@ -794,26 +795,21 @@ def newer_wal(s3, bucket, prefix, segment):
     segments) or a later segment of its own timeline.
     """
     wal = wal_prefix(prefix)
+    for page in list_pages(s3, bucket, wal, Delimiter="/"):
+        for item in page.get("CommonPrefixes") or ():
+            tli = item["Prefix"][len(wal):].rstrip("/")
+            if _TLI_RE.match(tli) and int(tli, 16) > segment.timeline:
+                return "the archive has WAL of the newer timeline %d" % int(tli, 16)
+        for item in page.get("Contents") or ():
+            match = _HISTORY_RE.match(item["Key"][len(wal):])
+            if match and int(match.group(1), 16) > segment.timeline:
+                return "the archive has the history file of the newer timeline %d" % int(match.group(1), 16)
+    directory = "%s%08X/" % (wal, segment.timeline)
     try:
-        kwargs = {"Bucket": bucket, "Prefix": wal, "Delimiter": "/"}
-        while True:
-            page = s3.list_objects_v2(**kwargs)
-            for item in page.get("CommonPrefixes") or ():
-                tli = item["Prefix"][len(wal):].rstrip("/")
-                if _TLI_RE.match(tli) and int(tli, 16) > segment.timeline:
-                    return "the archive has WAL of the newer timeline %d" % int(tli, 16)
-            for item in page.get("Contents") or ():
-                match = _HISTORY_RE.match(item["Key"][len(wal):])
-                if match and int(match.group(1), 16) > segment.timeline:
-                    return "the archive has the history file of the newer timeline %d" % int(match.group(1), 16)
-            if not page.get("IsTruncated"):
-                break
-            kwargs["ContinuationToken"] = page.get("NextContinuationToken")
-        directory = "%s%08X/" % (wal, segment.timeline)
         page = s3.list_objects_v2(Bucket=bucket, Prefix=directory, StartAfter=directory + segment.name + "~",
                                   MaxKeys=10)
     except Exception as exc:  # pylint: disable=broad-exception-caught
-        raise error_from_boto(exc, "listing s3://%s/%s" % (bucket, wal)) from None
+        raise error_from_boto(exc, "listing s3://%s/%s" % (bucket, directory)) from None
     for item in page.get("Contents") or ():
         base = item["Key"][len(directory):]
         if len(base) >= 24 and _SEGMENT_RE.match(base[:24]) and base[:24] > segment.name:

@@ -417,7 +417,7 @@ def test_boto3_calls_are_found(code):
              for method, _line, _recv, _problem in scan.boto3_calls(unit)}
     for expected in [("walarchive.py", "put_object"), ("s3stream.py", "upload_part"), ("catalog.py", "head_bucket"),
                      ("retention.py", "delete_objects"), ("replicate.py", "copy_object"), ("replicate.py", "copy"),
-                     ("aws.py", "describe_key"), ("catalog.py", "list_objects_v2")]:
+                     ("aws.py", "describe_key"), ("aws.py", "list_objects_v2")]:
         assert expected in found, "scanner did not find %s in %s" % (expected[1], expected[0])
 
 
