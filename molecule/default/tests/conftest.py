@@ -22,16 +22,22 @@ STANDBYS = [SYNC_STANDBY, ASYNC_STANDBY, WEST_STANDBY]
 # The AWS endpoint and the archive of the scenario (environment: the lab's own when run against `make lab`).
 ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
 BUCKET = os.environ.get("RTX_DR_TEST_BUCKET", "rtx-dr-backups-rtx-molecule")
+REPLICA = os.environ.get("RTX_DR_TEST_REPLICA_BUCKET", "rtx-dr-backups-rtx-molecule-west")
 PREFIX = os.environ.get("RTX_DR_TEST_PREFIX", "pgbackup/rtx-molecule")
 ACCESS = os.environ.get("RTX_DR_TEST_ACCESS_KEY", "molecule-access-key")
+SECRET = "molecule-secret-key"  # the lab's endpoint (moto) accepts any secret key
 # The WAL agent as archive_command / restore_command run it on a database host.
 AGENT = ("PYTHONPATH=/usr/local/lib/rtx-dr python3 -m ansible_collections.rtx.dr.plugins.module_utils.wal_agent "
          "--config /etc/rtx-dr/agent.json")
 
 
+def aws_client(service="s3", region="us-east-1"):
+    return boto3.client(service, endpoint_url=ENDPOINT, region_name=region,
+                        aws_access_key_id=ACCESS, aws_secret_access_key=SECRET)
+
+
 def s3(region="us-east-1"):
-    return boto3.client("s3", endpoint_url=ENDPOINT, region_name=region,
-                        aws_access_key_id=ACCESS, aws_secret_access_key="molecule-secret-key")
+    return aws_client("s3", region)
 
 
 @pytest.fixture(scope="session")

@@ -5,27 +5,17 @@ inspect S3 directly with boto3 (the same endpoint the modules use).
 """
 
 import json
-import os
 import subprocess
 import tempfile
 
-import boto3
 import pytest
 import zstandard
 
-from conftest import PRIMARY, get_host, psql
+from conftest import BUCKET, PREFIX, PRIMARY, get_host, psql, s3
 from labtest import playbook
 
-ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
-BUCKET = "rtx-dr-backups-rtx-molecule"
-PREFIX = "pgbackup/rtx-molecule"
 SCRATCH = "mol-app-west-1"
 PGBENCH_SCALE = 10
-
-
-def s3():
-    return boto3.client("s3", endpoint_url=ENDPOINT, region_name="us-east-1",
-                        aws_access_key_id="molecule-access-key", aws_secret_access_key="molecule-secret-key")
 
 
 def records():

@@ -5,19 +5,13 @@ bucket alone."""
 
 import hashlib
 import json
-import os
 
-import boto3
 import pytest
 
-from conftest import PRIMARY, SYNC_STANDBY, WEST_STANDBY, get_host, psql, wait_for
+from conftest import (BUCKET, PREFIX, PRIMARY, REPLICA, SYNC_STANDBY, WEST_STANDBY, aws_client, get_host, psql,
+                      wait_for)
 from labtest import playbook
 
-ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
-BUCKET = os.environ.get("RTX_DR_TEST_BUCKET", "rtx-dr-backups-rtx-molecule")
-REPLICA = os.environ.get("RTX_DR_TEST_REPLICA_BUCKET", "rtx-dr-backups-rtx-molecule-west")
-PREFIX = os.environ.get("RTX_DR_TEST_PREFIX", "pgbackup/rtx-molecule")
-ACCESS = os.environ.get("RTX_DR_TEST_ACCESS_KEY", "molecule-access-key")
 AGENT_CONFIG = "/etc/rtx-dr/agent.json"
 
 
@@ -26,21 +20,16 @@ def said(result):
     return " ".join(result.stdout.split())
 
 
-def client(service, region):
-    return boto3.client(service, endpoint_url=ENDPOINT, region_name=region, aws_access_key_id=ACCESS,
-                        aws_secret_access_key="molecule-secret-key")
-
-
 def east():
-    return client("s3", "us-east-1")
+    return aws_client("s3", "us-east-1")
 
 
 def west():
-    return client("s3", "us-west-2")
+    return aws_client("s3", "us-west-2")
 
 
 def key_arn(region):
-    return client("kms", region).describe_key(KeyId="alias/rtx-dr-backups")["KeyMetadata"]["Arn"]
+    return aws_client("kms", region).describe_key(KeyId="alias/rtx-dr-backups")["KeyMetadata"]["Arn"]
 
 
 def record(s3, bucket, backup_id):

@@ -7,27 +7,20 @@ HTML parses (no script, a well-formed SVG chart) and --check writes nothing.
 
 import datetime
 import json
-import os
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
-import boto3
 import pytest
 
-from conftest import PRIMARY, STANDBYS, get_host, psql
+from conftest import BUCKET, PREFIX, PRIMARY, STANDBYS, get_host, psql, s3
 from labtest import playbook
 
-ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
-BUCKET = os.environ.get("RTX_DR_TEST_BUCKET", "rtx-dr-backups-rtx-molecule")
-PREFIX = os.environ.get("RTX_DR_TEST_PREFIX", "pgbackup/rtx-molecule")
-ACCESS = os.environ.get("RTX_DR_TEST_ACCESS_KEY", "molecule-access-key")
 UTC = datetime.timezone.utc
 
 
 def catalog():
-    client = boto3.client("s3", endpoint_url=ENDPOINT, region_name="us-east-1",
-                          aws_access_key_id=ACCESS, aws_secret_access_key="secret")
+    client = s3()
     out = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX + "/catalog/"):
         for obj in page.get("Contents", []):

@@ -7,26 +7,16 @@ so that a time target between two commits is exact, not "to the minute".
 """
 
 import json
-import os
 
-import boto3
 import pytest
 
-from conftest import PRIMARY, WEST_STANDBY, get_host, psql, wait_for
+from conftest import (ACCESS, BUCKET, ENDPOINT, PREFIX, PRIMARY, SECRET, WEST_STANDBY, get_host, psql, s3,
+                      wait_for)
 from labtest import ansible_module, playbook
 
-ENDPOINT = os.environ.get("RTX_DR_MOLECULE_AWS", "http://172.30.78.1:5001")
-BUCKET = os.environ.get("RTX_DR_TEST_BUCKET", "rtx-dr-backups-rtx-molecule")
-PREFIX = os.environ.get("RTX_DR_TEST_PREFIX", "pgbackup/rtx-molecule")
-ACCESS = os.environ.get("RTX_DR_TEST_ACCESS_KEY", "molecule-access-key")
 DRILL_HOST = WEST_STANDBY
 DRILLS = "/var/lib/postgresql/rtx-dr-drills"
 ROWS = "SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM public.pitr_probe"
-
-
-def s3():
-    return boto3.client("s3", endpoint_url=ENDPOINT, region_name="us-east-1",
-                        aws_access_key_id=ACCESS, aws_secret_access_key="secret")
 
 
 def drill(*extra, checks=None):
@@ -140,7 +130,7 @@ def test_a_missing_segment_is_named_and_nothing_is_touched(pitr, primary):
         switch_and_wait(primary)  # a later segment exists: a gap, not just the end of the archive
         status = ansible_module(PRIMARY, "rtx.dr.wal_archive_status", {
             "bucket": BUCKET, "prefix": PREFIX, "endpoint_url": ENDPOINT, "region": "us-east-1",
-            "access_key": ACCESS, "secret_key": "secret", "login_unix_socket": "/var/run/postgresql"})
+            "access_key": ACCESS, "secret_key": SECRET, "login_unix_socket": "/var/run/postgresql"})
         assert status.returncode != 0 and segment in status.stdout, status.stdout[-3000:]
         later = psql(primary, "SELECT (now() - interval '1 second')::text")
         result = drill("-e", "restore_target=time", "-e", json.dumps({"restore_target_value": later}))
