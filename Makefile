@@ -103,8 +103,12 @@ demo: lab
 	# The weekly DR report (Markdown, HTML with a chart, JSON) into .lab/reports.
 	ansible-playbook -i $(INVENTORY) playbooks/dr_report.yml
 
+# The unit tests are independent (each starts its own PostgreSQL, moto and
+# ansible-playbook in its own temporary directory): one worker per core, at
+# most UNIT_WORKERS (UNIT_WORKERS=0 runs them in this process, for pdb).
+UNIT_WORKERS ?= 4
 unit: setup
-	$(BIN)/python -m pytest tests/unit tests/playbooks -q
+	$(BIN)/python -m pytest tests/unit tests/playbooks -q $(if $(filter 0,$(UNIT_WORKERS)),,-n auto --maxprocesses $(UNIT_WORKERS))
 
 # ansible-lint and molecule may leave an installed snapshot of rtx.dr in
 # ~/.ansible/collections that shadows the working tree: remove only that.
