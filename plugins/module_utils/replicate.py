@@ -39,7 +39,9 @@ from ansible_collections.rtx.dr.plugins.module_utils.postgres import DEFAULT_WAL
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_wal_segment_name
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import COPY_PART_SIZE
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import COPY_THRESHOLD
+from ansible_collections.rtx.dr.plugins.module_utils.s3stream import SHA256_TAG
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import sse_args as make_sse_args
+from ansible_collections.rtx.dr.plugins.module_utils.s3stream import stored_sha256
 from ansible_collections.rtx.dr.plugins.module_utils.walarchive import kms_key_arn
 
 # The options of rtx.dr.backup_replicate beyond the aws common ones.
@@ -185,7 +187,8 @@ class Replicator:
     # -- copying ----------------------------------------------------------------
 
     def _copy(self, key, source_head):
-        """Server-side copy of ``key`` into the replica (issued to the replica region), metadata kept."""
+        """Server-side copy of ``key`` into the replica (issued to the replica region), metadata and the sha256
+        tag kept (CopyObject copies the tags; the multipart copy of big objects does not: tagged after it)."""
         args = dict(self.sse)
         args["Metadata"] = dict(source_head.get("Metadata") or {})
         args["MetadataDirective"] = "REPLACE"
@@ -203,18 +206,26 @@ class Replicator:
                 config = TransferConfig(multipart_threshold=COPY_THRESHOLD, multipart_chunksize=COPY_PART_SIZE,
                                         max_concurrency=4)
                 self.dst.copy(source, self.replica, key, ExtraArgs=args, SourceClient=self.src, Config=config)
+                if not args["Metadata"].get("sha256"):
+                    sha256 = stored_sha256(self.src, self.bucket, key, source_head)
+                    if sha256:
+                        self.dst.put_object_tagging(Bucket=self.replica, Key=key, Tagging={
+                            "TagSet": [{"Key": SHA256_TAG, "Value": sha256}]})
+        except RtxDrError:
+            raise
         except Exception as exc:  # pylint: disable=broad-exception-caught
             raise error_from_boto(exc, "copying %s to %s" % (_url(self.bucket, key), _url(self.replica, key))) from None
 
     def _check_copy(self, key, size, sha256):
         copied = head(self.dst, self.replica, key)
         problem = None
+        stored = stored_sha256(self.dst, self.replica, key, copied) if copied is not None and sha256 else sha256
         if copied is None:
             problem = "is missing after the copy"
         elif copied.get("ContentLength") != size:
             problem = "is %s bytes, expected %s" % (copied.get("ContentLength"), size)
-        elif sha256 and (copied.get("Metadata") or {}).get("sha256") != sha256:
-            problem = "has sha256 metadata %s, expected %s" % ((copied.get("Metadata") or {}).get("sha256"), sha256)
+        elif stored != sha256:
+            problem = "has the sha256 %s (metadata or tag), expected %s" % (stored, sha256)
         elif self.sse and copied.get("ServerSideEncryption") != "aws:kms":
             problem = "is not SSE-KMS encrypted"
         if problem:
@@ -236,9 +247,9 @@ class Replicator:
         key, size, sha256 = obj.get("key"), obj.get("size"), obj.get("sha256")
         existing = head(self.dst, self.replica, key)
         if existing is not None:
-            stored = (existing.get("Metadata") or {}).get("sha256")
+            stored = stored_sha256(self.dst, self.replica, key, existing)
             if existing.get("ContentLength") != size or stored != sha256:
-                raise self._conflict(key, "%s bytes, sha256 metadata %s; the record says %s bytes, sha256 %s"
+                raise self._conflict(key, "%s bytes, sha256 %s; the record says %s bytes, sha256 %s"
                                      % (existing.get("ContentLength"), stored, size, sha256))
             return None
         if self.check_mode:
@@ -249,7 +260,7 @@ class Replicator:
                              % _url(self.bucket, key),
                              hint="Run rtx.dr.s3_backup_verify on the primary: the backup is damaged.",
                              details={"key": key})
-        if source_head.get("ContentLength") != size or (source_head.get("Metadata") or {}).get("sha256") != sha256:
+        if source_head.get("ContentLength") != size or stored_sha256(self.src, self.bucket, key, source_head) != sha256:
             raise RtxDrError("%s does not match its catalog record (size/sha256): not copied"
                              % _url(self.bucket, key),
                              hint="Run rtx.dr.s3_backup_verify on the primary: the backup is damaged.",
@@ -334,7 +345,8 @@ class Replicator:
             if source_head is None:
                 continue  # deleted by retention meanwhile
             self._copy(key, source_head)
-            self._check_copy(key, source_head.get("ContentLength"), (source_head.get("Metadata") or {}).get("sha256"))
+            self._check_copy(key, source_head.get("ContentLength"),
+                             stored_sha256(self.src, self.bucket, key, source_head))
             self.result["copied_segments"].append(name)
             self.result["copied_bytes"] += source_head.get("ContentLength") or 0
         if todo:

@@ -15,10 +15,15 @@ botocore as it is, without a copy (botocore hashes and sends a ``bytearray``
 body in place, where a ``bytes`` body is wrapped in a ``BytesIO`` and copied
 chunk by chunk for the payload hash, the checksum and the socket), and the
 buffer of the part sent before is refilled once its upload returned.
-The SHA256 of the bytes is computed on the way; since a multipart upload only
-knows it at the end, it is then stored in the object metadata by a server-side
-self-copy (``MetadataDirective=REPLACE``, boto3's managed ``copy`` so objects
-over 5 GiB work) that re-specifies the encryption. Any failure, including an
+The SHA256 of the bytes is computed on the way. A single ``put_object`` carries
+it as the ``sha256`` metadata. A multipart upload only knows it at the end,
+when S3 has fixed the object's metadata (set by ``CreateMultipartUpload``), so
+it is stored as the object tag ``sha256`` (``PutObjectTagging``): a metadata
+change would need a server-side self-copy, which in a versioned bucket keeps
+the uploaded bytes a second time as a noncurrent version (30 days by the
+bucket's lifecycle, the Object Lock retention when that is on) and costs a
+copy of every byte. :func:`stored_sha256` reads either (metadata first: the
+multipart objects of older backups have it there). Any failure, including an
 exception raised by the caller between writes (use it as a context manager or
 call ``abort()``), aborts the multipart upload.
 """
@@ -36,6 +41,9 @@ MIB = 1024 * 1024
 DEFAULT_PART_SIZE = 16 * MIB
 MIN_PART_SIZE = 5 * MIB
 MAX_PARTS = 10000
+
+#: The object tag holding the SHA256 of a multipart-uploaded object (see the module's docstring).
+SHA256_TAG = "sha256"
 
 #: Largest object copied with one CopyObject; bigger ones use multipart copy.
 COPY_THRESHOLD = 4 * 1024 * MIB
@@ -200,7 +208,7 @@ class StreamUploader:
 
     # -- finishing ----------------------------------------------------------------
     def close(self):
-        """Send the rest, complete the upload, store the sha256 metadata; return the object's facts."""
+        """Send the rest, complete the upload, store the sha256 (metadata or tag); return the object's facts."""
         if self.closed:
             raise RtxDrError("%s already closed" % self._where())
         try:
@@ -227,13 +235,18 @@ class StreamUploader:
                 self._spare = None
                 parts = sorted(self.parts, key=lambda p: p["PartNumber"])
                 try:
-                    self.client.complete_multipart_upload(
+                    response = self.client.complete_multipart_upload(
                         Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
                     )
                 except Exception as exc:  # pylint: disable=broad-exception-caught
                     raise error_from_boto(exc, "completing the multipart upload of %s" % self._where()) from None
                 self.upload_id = None
-                etag = set_metadata(self.client, self.bucket, self.key, metadata, self.extra_args, self.size)
+                etag = response.get("ETag")
+                try:
+                    self.client.put_object_tagging(Bucket=self.bucket, Key=self.key, Tagging={
+                        "TagSet": [{"Key": SHA256_TAG, "Value": digest}]})
+                except Exception as exc:  # pylint: disable=broad-exception-caught
+                    raise error_from_boto(exc, "tagging %s with its sha256" % self._where()) from None
         except BaseException:
             self.abort()
             raise
@@ -260,31 +273,18 @@ class StreamUploader:
             self.upload_id = None
 
 
-def set_metadata(client, bucket, key, metadata, extra_args=None, size=None):
-    """Replace the user metadata of an existing object by a server-side self-copy.
-
-    The encryption (and other ``extra_args`` such as ``ContentType``) is
-    specified again, as a copy does not keep it otherwise. Objects over
-    :data:`COPY_THRESHOLD` are copied in parts by boto3's managed transfer.
-    Returns the new ETag (or None when the managed transfer does not say).
-    """
-    args = dict(extra_args or {})
-    args["Metadata"] = dict(metadata)
-    args["MetadataDirective"] = "REPLACE"
-    where = "s3://%s/%s" % (bucket, key)
+def stored_sha256(client, bucket, key, head):
+    """The SHA256 object ``key`` carries (``head``: its ``head_object`` response): the ``sha256`` metadata of a
+    single PUT (or of a multipart object of an older version), else its ``sha256`` tag (a multipart upload);
+    None when it has neither. Reading the tag needs s3:GetObjectTagging."""
+    stored = (head.get("Metadata") or {}).get("sha256")
+    if stored:
+        return stored
     try:
-        if size is not None and size <= COPY_THRESHOLD:
-            response = client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, **args)
-            return (response.get("CopyObjectResult") or {}).get("ETag")
-        from boto3.s3.transfer import TransferConfig  # pylint: disable=import-outside-toplevel
-
-        config = TransferConfig(
-            multipart_threshold=COPY_THRESHOLD, multipart_chunksize=COPY_PART_SIZE, max_concurrency=4
-        )
-        client.copy({"Bucket": bucket, "Key": key}, bucket, key, ExtraArgs=args, Config=config)
+        tags = client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet") or ()
     except Exception as exc:  # pylint: disable=broad-exception-caught
-        raise error_from_boto(exc, "storing the sha256 metadata of %s (server-side copy)" % where) from None
-    return None
+        raise error_from_boto(exc, "reading the tags of s3://%s/%s (its sha256)" % (bucket, key)) from None
+    return next((tag.get("Value") for tag in tags if tag.get("Key") == SHA256_TAG), None)
 
 
 def list_multipart_uploads(client, bucket, prefix):

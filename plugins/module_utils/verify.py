@@ -58,6 +58,7 @@ from ansible_collections.rtx.dr.plugins.module_utils.postgres import DEFAULT_WAL
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import is_wal_segment_name
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_wal_segment_name
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import MIB
+from ansible_collections.rtx.dr.plugins.module_utils.s3stream import stored_sha256
 from ansible_collections.rtx.dr.plugins.module_utils.tarstream import TarObserver
 from ansible_collections.rtx.dr.plugins.module_utils.tarstream import TarStreamError
 
@@ -109,7 +110,7 @@ DEEP_UNAVAILABLE = (
     "(playbooks/verify_backups.yml -e verify_deep=true, which hands over to playbooks/restore.yml verify_only)"
 )
 
-_S3_READ_METHODS = frozenset(("head_bucket", "head_object", "get_object", "list_objects_v2"))
+_S3_READ_METHODS = frozenset(("head_bucket", "head_object", "get_object", "get_object_tagging", "list_objects_v2"))
 _KMS_READ_METHODS = frozenset(("describe_key",))
 
 
@@ -651,10 +652,14 @@ class Verifier:
                 elif expected:
                     self._add(state, key, "kms_key", "object reports no SSEKMSKeyId; expected %s" % expected)
         self._mark(state, "metadata_sha256")
-        stored = (head.get("Metadata") or {}).get("sha256")
-        if stored != obj.get("sha256"):
-            self._add(state, key, "metadata_sha256", "sha256 metadata %s does not match the record's %s"
-                      % (stored, obj.get("sha256")))
+        try:
+            stored = stored_sha256(self.s3, self.bucket, key, head)
+        except RtxDrError as exc:
+            self._add(state, key, "metadata_sha256", "cannot read the object's sha256 tag: %s" % exc.msg)
+        else:
+            if stored != obj.get("sha256"):
+                self._add(state, key, "metadata_sha256", "the object's sha256 (metadata or tag) %s does not match "
+                          "the record's %s" % (stored, obj.get("sha256")))
         return head
 
     def _read(self, state, obj, consumer=None, byte_range=None, check_digest=True):

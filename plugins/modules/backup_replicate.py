@@ -17,8 +17,8 @@ description:
     lacks. The collection copies itself instead of using S3 Cross-Region Replication (see C(docs/cross_region.md)) so
     that every copy is checked."
   - "Objects are copied server-side (C(CopyObject) issued to the replica region), encrypted with SSE-KMS with
-    O(replica_kms_key_id) (a KMS key never leaves its region), with their metadata (C(sha256)) kept. Each copy is
-    checked - size and C(sha256) metadata equal to the catalog record (WAL - to the source object)."
+    O(replica_kms_key_id) (a KMS key never leaves its region), with their metadata and C(sha256) tag kept. Each
+    copy is checked - size and C(sha256) (metadata or tag) equal to the catalog record (WAL - to the source object)."
   - "The catalog record of a backup is written LAST, with C(bucket), C(kms_key_id) and C(kms_key_arn) of the
     replica and C(replica_of) (the primary bucket, region and key): a record in the replica means every object of
     the backup is there. An interrupted run leaves no record, and the next run completes the copy."

@@ -20,8 +20,11 @@ description:
     the tar (C(pg_wal/)).
   - With O(kind=logical), runs C(pg_dump -Fc) for each database of O(databases) into
     C(<prefix>/logical/<backup_id>/<database>.dump).
-  - Every object is encrypted with SSE-KMS (unless O(encryption=none)) and carries its SHA256 in the
-    object metadata (C(sha256), C(backup-id)).
+  - "Every object is encrypted with SSE-KMS (unless O(encryption=none)) and carries its SHA256 - in the
+    object metadata (C(sha256), next to C(backup-id)) when it is sent in one PUT, as the object tag C(sha256)
+    when it is a multipart upload (the big C(base.tar)): S3 fixes an object's metadata when a multipart upload
+    starts, and changing it later is a self-copy that, in the versioned backup bucket, keeps every byte twice
+    (a noncurrent version for 30 days, or for the Object Lock retention). Needs C(s3:PutObjectTagging)."
   - The catalog record C(<prefix>/catalog/<backup_id>.json) is the source of truth. It is written with
     status C(running) first and C(complete) only after every object is uploaded and checksummed.
     On any failure, or SIGTERM/SIGINT, the child process is killed, unfinished uploads are aborted,

@@ -17,8 +17,8 @@ description:
   - "Catalog record C(<prefix>/catalog/<backup_id>.json): status C(complete), a known C(format_version), its
     own C(sha256) metadata."
   - "Every object of the record: exists with the recorded size, SSE-KMS with the expected key (O(expected_kms_key_id),
-    else the record's C(kms_key_arn)), C(sha256) metadata equal to the record and, with O(checksums), the SHA256
-    recomputed by streaming the object back in chunks (memory stays bounded)."
+    else the record's C(kms_key_arn)), C(sha256) metadata (or tag, on multipart uploads) equal to the record
+    and, with O(checksums), the SHA256 recomputed by streaming the object back in chunks (memory stays bounded)."
   - "Physical backups: the C(backup_manifest) object's own Manifest-Checksum, its file count, total size and checksum
     against the record; with O(check_contents) the base tar is decompressed as it streams and every file of the
     manifest must be in it with the same size, with no extra data file, and the WAL segments from the record's

@@ -40,6 +40,14 @@ def s3(region="us-east-1"):
     return aws_client("s3", region)
 
 
+def object_sha256(client, bucket, key, head):
+    """The SHA256 an object carries: its ``sha256`` metadata (one PUT) or its ``sha256`` tag (multipart upload)."""
+    if (head.get("Metadata") or {}).get("sha256"):
+        return head["Metadata"]["sha256"]
+    tags = client.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
+    return {tag["Key"]: tag["Value"] for tag in tags}.get("sha256")
+
+
 @pytest.fixture(scope="session")
 def primary():
     return get_host(PRIMARY)

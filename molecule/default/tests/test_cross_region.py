@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from conftest import (BUCKET, PREFIX, PRIMARY, REPLICA, SYNC_STANDBY, WEST_STANDBY, aws_client, get_host, psql,
-                      wait_for)
+from conftest import (BUCKET, PREFIX, PRIMARY, REPLICA, SYNC_STANDBY, WEST_STANDBY, aws_client, get_host,
+                      object_sha256, psql, wait_for)
 from labtest import playbook
 
 AGENT_CONFIG = "/etc/rtx-dr/agent.json"
@@ -82,7 +82,7 @@ def test_backup_full_copies_the_backup_to_the_replica(replicated):
     for obj in rec["objects"]:
         got = west().get_object(Bucket=REPLICA, Key=obj["key"])
         assert got["ServerSideEncryption"] == "aws:kms" and got["SSEKMSKeyId"] == west_arn, obj["key"]
-        assert got["Metadata"]["sha256"] == obj["sha256"], obj["key"]
+        assert object_sha256(west(), REPLICA, obj["key"], got) == obj["sha256"], obj["key"]
         digest = hashlib.sha256()
         for chunk in iter(lambda body=got["Body"]: body.read(1 << 20), b""):
             digest.update(chunk)

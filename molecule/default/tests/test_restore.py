@@ -7,6 +7,7 @@ so that a time target between two commits is exact, not "to the minute".
 """
 
 import json
+from urllib.parse import urlencode
 
 import pytest
 
@@ -173,11 +174,14 @@ def test_verify_only_of_a_corrupted_backup_fails_and_leaves_nothing_running(pitr
                     key=lambda r: r["backup_id"])[-1]
     base = next(o for o in record["objects"] if o["role"] == "base")
     head = client.head_object(Bucket=BUCKET, Key=base["key"])
+    # metadata and tags (the sha256 of a multipart upload is a tag) kept: only the bytes change
+    tags = client.get_object_tagging(Bucket=BUCKET, Key=base["key"])["TagSet"]
+    tagging = urlencode({tag["Key"]: tag["Value"] for tag in tags})
     original = client.get_object(Bucket=BUCKET, Key=base["key"])["Body"].read()
     damaged = bytearray(original)
     damaged[len(damaged) - 4096] ^= 0xFF
     client.put_object(Bucket=BUCKET, Key=base["key"], Body=bytes(damaged), Metadata=head["Metadata"],
-                      ServerSideEncryption="aws:kms", SSEKMSKeyId=head["SSEKMSKeyId"])
+                      ServerSideEncryption="aws:kms", SSEKMSKeyId=head["SSEKMSKeyId"], Tagging=tagging)
     try:
         result = drill("-e", "restore_backup_id=%s" % record["backup_id"], "-e", "restore_target=backup")
         assert result.returncode != 0
@@ -186,7 +190,7 @@ def test_verify_only_of_a_corrupted_backup_fails_and_leaves_nothing_running(pitr
         assert restore_row("R%%-" + DRILL_HOST).startswith("failed|true|")
     finally:
         client.put_object(Bucket=BUCKET, Key=base["key"], Body=original, Metadata=head["Metadata"],
-                          ServerSideEncryption="aws:kms", SSEKMSKeyId=head["SSEKMSKeyId"])
+                          ServerSideEncryption="aws:kms", SSEKMSKeyId=head["SSEKMSKeyId"], Tagging=tagging)
 
 
 def test_verify_backups_deep_restores_the_verified_backup(pitr):

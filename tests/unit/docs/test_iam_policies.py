@@ -63,7 +63,10 @@ METHOD_ACTIONS = {
     "upload_part": ["s3:PutObject"],
     "complete_multipart_upload": ["s3:PutObject"],
     "abort_multipart_upload": ["s3:AbortMultipartUpload"],
-    "copy_object": ["s3:GetObject", "s3:PutObject"],
+    # (CopyObject copies the source's tags: s3:GetObjectTagging on the source, s3:PutObjectTagging on the copy)
+    "copy_object": ["s3:GetObject", "s3:PutObject", "s3:GetObjectTagging", "s3:PutObjectTagging"],
+    "get_object_tagging": ["s3:GetObjectTagging"],
+    "put_object_tagging": ["s3:PutObjectTagging"],
     # boto3's managed transfer (multipart copy over 4 GiB): HeadObject, CreateMultipartUpload, UploadPartCopy,
     # CompleteMultipartUpload, AbortMultipartUpload when a part fails.
     "copy": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],

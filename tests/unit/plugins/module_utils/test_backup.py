@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from moto_server import aws_params, bucket, kms_client, kms_key, moto_url, s3_cl
 from ansible_collections.rtx.dr.plugins.module_utils import backup  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils import catalog  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils import compress  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils import s3stream  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.compress import decompress_bytes  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.compress import new_compressor  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError  # noqa: E402 pylint: disable=wrong-import-position
@@ -157,9 +159,9 @@ class FakeS3:
         self.calls.append("abort")
         return {}
 
-    def copy_object(self, **kwargs):
-        self.calls.append("copy")
-        return {"CopyObjectResult": {"ETag": "c"}}
+    def put_object_tagging(self, **kwargs):
+        self.calls.append("tag")
+        return {}
 
     def put_object(self, **kwargs):
         self.calls.append("put")
@@ -198,7 +200,7 @@ def test_stream_command_pipeline_output_in_order(method):
     stored = s3.body()
     assert facts["sha256"] == hashlib.sha256(stored).hexdigest() and facts["size"] == len(stored)
     assert decompress_bytes(method, stored) == data
-    assert s3.calls[-2:] == ["complete", "copy"] and facts["parts"] >= 2
+    assert s3.calls[-2:] == ["complete", "tag"] and facts["parts"] >= 2
 
 
 def test_stream_command_compressor_error_propagates_and_stops_reading():
@@ -389,7 +391,8 @@ def test_physical_backup_restores_and_verifies(pg, aws_params, s3_client, kms_cl
     for obj in record["objects"]:
         head = s3_client.head_object(Bucket=bucket, Key=obj["key"])
         body = s3_client.get_object(Bucket=bucket, Key=obj["key"])["Body"].read()
-        assert hashlib.sha256(body).hexdigest() == obj["sha256"] == head["Metadata"]["sha256"]
+        assert hashlib.sha256(body).hexdigest() == obj["sha256"] == s3stream.stored_sha256(
+            s3_client, bucket, obj["key"], head)
         assert len(body) == obj["size"]
         assert head["Metadata"]["backup-id"] == record["backup_id"]
         assert head["ServerSideEncryption"] == "aws:kms"
@@ -416,15 +419,19 @@ def test_physical_backup_restores_and_verifies(pg, aws_params, s3_client, kms_cl
     assert audit["written"] is False and "rtx" in audit["reason"]
 
 
-def test_physical_gzip_none_encryption(pg, aws_params, s3_client, kms_client, bucket):
-    run = make_run(pg, aws_params, bucket, s3_client, None, encryption="none", compression="gzip",
+def test_physical_gzip_none_encryption(pg, aws_params, s3_client, kms_client):
+    # a bucket without default encryption (in one with it, S3 encrypts what arrives without SSE headers)
+    plain = "rtx-plain-%s" % uuid.uuid4().hex[:12]
+    s3_client.create_bucket(Bucket=plain)
+    run = make_run(pg, aws_params, plain, s3_client, None, encryption="none", compression="gzip",
                    compression_level=1, prefix="/custom/", cluster_name="c1")
     run.preflight()
     record = run.run()
     assert record["status"] == "complete" and record["encryption"] == "none" and record["kms_key_arn"] is None
     assert record["objects"][0]["key"] == "custom/base/%s/base.tar.gz" % record["backup_id"]
-    head = s3_client.head_object(Bucket=bucket, Key=record["objects"][0]["key"])
-    assert "ServerSideEncryption" not in head or head["ServerSideEncryption"] != "aws:kms"
+    for obj in record["objects"]:
+        head = s3_client.head_object(Bucket=plain, Key=obj["key"])
+        assert "ServerSideEncryption" not in head and "SSEKMSKeyId" not in head, obj["key"]
 
 
 def test_physical_zstd_with_automatic_workers_verifies(pg, aws_params, s3_client, kms_client, bucket, tmp_path,

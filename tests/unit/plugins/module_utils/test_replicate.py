@@ -22,6 +22,7 @@ from moto_server import moto_url  # noqa: E402,F401 pylint: disable=unused-impor
 
 from ansible_collections.rtx.dr.plugins.module_utils import catalog  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils import replicate  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.rtx.dr.plugins.module_utils import s3stream  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils import walarchive  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueError  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError  # noqa: E402 pylint: disable=wrong-import-position
@@ -147,6 +148,7 @@ def test_copies_backups_and_wal_and_is_idempotent(xr, estate):  # pylint: disabl
             copied = west["s3"].get_object(Bucket=west["bucket"], Key=obj["key"])
             body = copied["Body"].read()
             assert hashlib.sha256(body).hexdigest() == obj["sha256"] == copied["Metadata"]["sha256"]
+            assert copied["Metadata"]["sha256"] == s3stream.stored_sha256(west["s3"], west["bucket"], obj["key"], copied)
             assert copied["ServerSideEncryption"] == "aws:kms" and copied["SSEKMSKeyId"] == west["arn"]
         replica = catalog.read_record(west["s3"], west["bucket"], PREFIX, record["backup_id"])
         assert replica["status"] == "complete" and replica["objects"] == record["objects"]
@@ -290,3 +292,34 @@ def test_option_errors(overrides, needle):
 def test_missing_replica_bucket_is_named(xr):  # pylint: disable=redefined-outer-name
     with pytest.raises(RtxDrError, match="does not exist.*s3_storage_replica_bucket"):
         run(xr, replica_bucket="rtx-xr-nowhere-%s" % uuid.uuid4().hex[:6])
+
+
+@pytest.mark.parametrize("managed_copy", [False, True], ids=["copy_object", "multipart_copy"])
+def test_the_sha256_tag_of_a_multipart_backup_object_is_copied_and_checked(
+        xr, tmp_path, monkeypatch, managed_copy):  # pylint: disable=redefined-outer-name
+    """A base tar sent as a multipart upload carries its sha256 as a tag: CopyObject copies it, the multipart copy
+    of objects over 4 GiB (made to run on 11 MiB here) does not, so the replica tags it; the copy is checked."""
+    if managed_copy:
+        monkeypatch.setattr(replicate, "COPY_THRESHOLD", 5 * MIB)
+        monkeypatch.setattr(replicate, "COPY_PART_SIZE", 5 * MIB)
+    record = put_backup(xr, 30, "000000010000000000000003")
+    east, west = xr["east"], xr["west"]
+    base = record["objects"][0]
+    up = s3stream.StreamUploader(east["s3"], east["bucket"], base["key"], part_size=5 * MIB,
+                                 extra_args={"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": east["arn"]})
+    data = uuid.uuid4().bytes * (11 * MIB // 16)
+    up.write(data)
+    facts = up.close()
+    assert facts["parts"] == 3
+    assert "sha256" not in east["s3"].head_object(Bucket=east["bucket"], Key=base["key"])["Metadata"]
+    base.update(size=facts["size"], sha256=facts["sha256"])
+    catalog.write_record(east["s3"], east["bucket"], PREFIX, record,
+                         {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": east["arn"]})
+    push_wal(xr, tmp_path, ["000000010000000000000003"])
+
+    result = run(xr, wal=False)
+    assert result["copied_backups"] == [record["backup_id"]]
+    head = west["s3"].head_object(Bucket=west["bucket"], Key=base["key"])
+    assert s3stream.stored_sha256(west["s3"], west["bucket"], base["key"], head) == facts["sha256"]
+    assert head["ContentLength"] == facts["size"] and head["SSEKMSKeyId"] == west["arn"]
+    assert west["s3"].get_object(Bucket=west["bucket"], Key=base["key"])["Body"].read() == data

@@ -56,7 +56,12 @@ def test_upload_content_sha256_metadata_and_sse(s3_client, bucket, kms_key, size
     assert facts["parts"] == (0 if size < 5 * MIB else (size + 5 * MIB - 1) // (5 * MIB))
     assert [s for _n, s in parts][:-1] == [5 * MIB] * (len(parts) - 1) if parts else True
     head = s3_client.head_object(Bucket=bucket, Key="a/obj")
-    assert head["Metadata"] == {"sha256": digest, "backup-id": "X"}
+    tags = s3_client.get_object_tagging(Bucket=bucket, Key="a/obj")["TagSet"]
+    if facts["parts"]:  # a multipart upload: the sha256 is a tag (its metadata was fixed when it started)
+        assert head["Metadata"] == {"backup-id": "X"} and tags == [{"Key": "sha256", "Value": digest}]
+    else:  # one PUT: the sha256 is metadata
+        assert head["Metadata"] == {"sha256": digest, "backup-id": "X"} and tags == []
+    assert s3stream.stored_sha256(s3_client, bucket, "a/obj", head) == digest
     assert head["ServerSideEncryption"] == "aws:kms"
     assert head["SSEKMSKeyId"] in (kms_key["alias"], kms_key["key_id"], kms_key["arn"])
     assert head["ContentLength"] == size
@@ -65,21 +70,34 @@ def test_upload_content_sha256_metadata_and_sse(s3_client, bucket, kms_key, size
     assert not s3stream.list_multipart_uploads(s3_client, bucket, "a/")
 
 
-def test_managed_copy_path_for_big_objects(s3_client, bucket, kms_key, monkeypatch):
-    # Make the "over 5 GiB" path (boto3 managed multipart copy) run on 11 MiB.
-    monkeypatch.setattr(s3stream, "COPY_THRESHOLD", 5 * MIB)
-    monkeypatch.setattr(s3stream, "COPY_PART_SIZE", 5 * MIB)
+def test_a_multipart_upload_leaves_one_version_in_a_versioned_bucket(s3_client, kms_key):
+    """The backup bucket is versioned: storing the sha256 must not copy the object onto itself (that kept every
+    byte twice, the first upload as a noncurrent version for 30 days or for the Object Lock retention)."""
+    name = "rtx-versioned-%s" % os.urandom(4).hex()
+    s3_client.create_bucket(Bucket=name)
+    s3_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     data = os.urandom(11 * MIB)
-    sse = s3stream.sse_args("aws:kms", kms_key["alias"])
-    up = s3stream.StreamUploader(s3_client, bucket, "big", extra_args=sse, metadata={"backup-id": "B"},
-                                 part_size=5 * MIB)
+    up = s3stream.StreamUploader(s3_client, name, "big", extra_args=s3stream.sse_args("aws:kms", kms_key["alias"]),
+                                 metadata={"backup-id": "B"}, part_size=5 * MIB)
     feed(up, data)
     facts = up.close()
-    head = s3_client.head_object(Bucket=bucket, Key="big")
-    assert head["Metadata"]["sha256"] == facts["sha256"] == hashlib.sha256(data).hexdigest()
-    assert head["ServerSideEncryption"] == "aws:kms"
-    body = s3_client.get_object(Bucket=bucket, Key="big")["Body"].read()
-    assert body == data
+    assert facts["parts"] == 3
+    versions = s3_client.list_object_versions(Bucket=name, Prefix="big")
+    assert len(versions.get("Versions") or []) == 1, versions.get("Versions")
+    assert not versions.get("DeleteMarkers")
+    head = s3_client.head_object(Bucket=name, Key="big")
+    assert head["Metadata"] == {"backup-id": "B"} and head["ServerSideEncryption"] == "aws:kms"
+    assert s3stream.stored_sha256(s3_client, name, "big", head) == facts["sha256"] == hashlib.sha256(data).hexdigest()
+    assert s3_client.get_object(Bucket=name, Key="big")["Body"].read() == data
+
+
+def test_stored_sha256_of_an_object_without_one_and_a_read_error(s3_client, bucket):
+    s3_client.put_object(Bucket=bucket, Key="plain", Body=b"x")
+    head = s3_client.head_object(Bucket=bucket, Key="plain")
+    assert s3stream.stored_sha256(s3_client, bucket, "plain", head) is None
+    with pytest.raises(RtxDrError) as info:
+        s3stream.stored_sha256(s3_client, bucket, "gone", {"Metadata": {}})
+    assert "reading the tags of s3://%s/gone" % bucket in info.value.msg and "NoSuchKey" in info.value.msg
 
 
 def test_exception_mid_stream_aborts(s3_client, bucket):
@@ -137,7 +155,7 @@ def test_memory_bounded_200mb(s3_client, bucket):
     assert facts["sha256"] == hashlib.sha256(block * 200).hexdigest()
     assert peak < 100 * MIB, "peak %d MiB" % (peak // MIB)
     head = s3_client.head_object(Bucket=bucket, Key="mem/obj")
-    assert head["ContentLength"] == total and head["Metadata"]["sha256"] == facts["sha256"]
+    assert head["ContentLength"] == total and s3stream.stored_sha256(s3_client, bucket, "mem/obj", head) == facts["sha256"]
     s3_client.delete_object(Bucket=bucket, Key="mem/obj")
 
 
@@ -172,8 +190,8 @@ class SlowClient:
     def complete_multipart_upload(self, **kwargs):
         return {}
 
-    def copy_object(self, **kwargs):
-        return {"CopyObjectResult": {"ETag": "c"}}
+    def put_object_tagging(self, **kwargs):
+        return {}
 
 
 @pytest.mark.parametrize("piece", [1000003, 7 * MIB + 5])

@@ -54,10 +54,11 @@ def role(record, name):
 
 
 def reput(s3, bucket_name, key, body, kms_key_id):
-    """Overwrite ``key`` with ``body`` keeping its metadata (so only the data changes), SSE-KMS with ``kms_key_id``."""
+    """Overwrite ``key`` with ``body`` keeping its metadata and tags (only the data changes), SSE-KMS with ``kms_key_id``."""
     head = s3.head_object(Bucket=bucket_name, Key=key)
+    tags = s3.get_object_tagging(Bucket=bucket_name, Key=key)["TagSet"]
     s3.put_object(Bucket=bucket_name, Key=key, Body=body, Metadata=head["Metadata"], ServerSideEncryption="aws:kms",
-                  SSEKMSKeyId=kms_key_id)
+                  SSEKMSKeyId=kms_key_id, Tagging="&".join("%s=%s" % (t["Key"], t["Value"]) for t in tags))
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_physical_backup_verifies(physical, aws_params, s3_client, kms_client, b
     # the same through verify_backups with the test's client: only read calls reach S3
     out = verify.verify_backups(dict(args, cluster_name=None), s3_client, kms_client)
     assert out["verified"] == 1
-    assert calls and set(calls) <= {"HeadBucket", "HeadObject", "GetObject", "ListObjectsV2"}
+    assert calls and set(calls) <= {"HeadBucket", "HeadObject", "GetObject", "GetObjectTagging", "ListObjectsV2"}
 
 
 def test_corrupt_base_object_is_caught(physical, aws_params, s3_client, bucket, kms_key, run_module):
