@@ -37,12 +37,15 @@ from ansible_collections.rtx.dr.plugins.module_utils.errors import InvalidValueE
 from ansible_collections.rtx.dr.plugins.module_utils.errors import RtxDrError
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import DEFAULT_WAL_SEGMENT_SIZE
 from ansible_collections.rtx.dr.plugins.module_utils.postgres import parse_wal_segment_name
-from ansible_collections.rtx.dr.plugins.module_utils.s3stream import COPY_PART_SIZE
-from ansible_collections.rtx.dr.plugins.module_utils.s3stream import COPY_THRESHOLD
+from ansible_collections.rtx.dr.plugins.module_utils.s3stream import MIB
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import SHA256_TAG
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import sse_args as make_sse_args
 from ansible_collections.rtx.dr.plugins.module_utils.s3stream import stored_sha256
 from ansible_collections.rtx.dr.plugins.module_utils.walarchive import kms_key_arn
+
+#: Largest object copied with one CopyObject; bigger ones use boto3's multipart copy.
+COPY_THRESHOLD = 4 * 1024 * MIB
+COPY_PART_SIZE = 256 * MIB
 
 # The options of rtx.dr.backup_replicate beyond the aws common ones.
 REPLICATE_OPTIONS = dict(
@@ -186,9 +189,10 @@ class Replicator:
 
     # -- copying ----------------------------------------------------------------
 
-    def _copy(self, key, source_head):
+    def _copy(self, key, source_head, sha256):
         """Server-side copy of ``key`` into the replica (issued to the replica region), metadata and the sha256
-        tag kept (CopyObject copies the tags; the multipart copy of big objects does not: tagged after it)."""
+        tag kept (CopyObject copies the tags; the multipart copy of big objects does not: it is tagged after it
+        with ``sha256``, the source's, which the caller has read already)."""
         args = dict(self.sse)
         args["Metadata"] = dict(source_head.get("Metadata") or {})
         args["MetadataDirective"] = "REPLACE"
@@ -206,13 +210,9 @@ class Replicator:
                 config = TransferConfig(multipart_threshold=COPY_THRESHOLD, multipart_chunksize=COPY_PART_SIZE,
                                         max_concurrency=4)
                 self.dst.copy(source, self.replica, key, ExtraArgs=args, SourceClient=self.src, Config=config)
-                if not args["Metadata"].get("sha256"):
-                    sha256 = stored_sha256(self.src, self.bucket, key, source_head)
-                    if sha256:
-                        self.dst.put_object_tagging(Bucket=self.replica, Key=key, Tagging={
-                            "TagSet": [{"Key": SHA256_TAG, "Value": sha256}]})
-        except RtxDrError:
-            raise
+                if sha256 and not args["Metadata"].get("sha256"):
+                    self.dst.put_object_tagging(Bucket=self.replica, Key=key, Tagging={
+                        "TagSet": [{"Key": SHA256_TAG, "Value": sha256}]})
         except Exception as exc:  # pylint: disable=broad-exception-caught
             raise error_from_boto(exc, "copying %s to %s" % (_url(self.bucket, key), _url(self.replica, key))) from None
 
@@ -265,7 +265,7 @@ class Replicator:
                              % _url(self.bucket, key),
                              hint="Run rtx.dr.s3_backup_verify on the primary: the backup is damaged.",
                              details={"key": key})
-        self._copy(key, source_head)
+        self._copy(key, source_head, sha256)
         self._check_copy(key, size, sha256)
         return size or 0
 
@@ -344,9 +344,9 @@ class Replicator:
             source_head = head(self.src, self.bucket, key)
             if source_head is None:
                 continue  # deleted by retention meanwhile
-            self._copy(key, source_head)
-            self._check_copy(key, source_head.get("ContentLength"),
-                             stored_sha256(self.src, self.bucket, key, source_head))
+            sha256 = stored_sha256(self.src, self.bucket, key, source_head)
+            self._copy(key, source_head, sha256)
+            self._check_copy(key, source_head.get("ContentLength"), sha256)
             self.result["copied_segments"].append(name)
             self.result["copied_bytes"] += source_head.get("ContentLength") or 0
         if todo:

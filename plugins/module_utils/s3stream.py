@@ -45,10 +45,6 @@ MAX_PARTS = 10000
 #: The object tag holding the SHA256 of a multipart-uploaded object (see the module's docstring).
 SHA256_TAG = "sha256"
 
-#: Largest object copied with one CopyObject; bigger ones use multipart copy.
-COPY_THRESHOLD = 4 * 1024 * MIB
-COPY_PART_SIZE = 256 * MIB
-
 
 def sse_args(encryption, kms_key_id=None):
     """S3 request arguments for the encryption settings.
@@ -213,9 +209,8 @@ class StreamUploader:
             raise RtxDrError("%s already closed" % self._where())
         try:
             digest = self._sha.hexdigest()
-            metadata = dict(self.metadata)
-            metadata["sha256"] = digest
             if self.upload_id is None:
+                metadata = dict(self.metadata, sha256=digest)
                 with memoryview(self._buffer) as view:
                     body = bytes(view[:self._fill])
                 self._buffer = bytearray()

@@ -92,7 +92,7 @@ options:
         checked by C(pg_verifybackup) after a restore.
       - V(CRC32C), PostgreSQL's own default, detects damage as well as a SHA for this purpose. The manifest lies
         next to the backup in the same bucket, so a SHA gives no protection against tampering that the object
-        SHA256 (catalog, metadata) does not give already. A SHA costs the server CPU on every backed-up byte
+        SHA256 (catalog, metadata or tag) does not give already. A SHA costs the server CPU on every backed-up byte
         (benchmark in docs/benchmarks.md, about 0.3 CPU s per 460 MB on the lab's cores).
       - The manifest's own C(Manifest-Checksum) is SHA256 whatever this is, and is checked by the module.
     type: str
@@ -187,7 +187,7 @@ notes:
     full part goes to botocore without a copy. Over a plain C(http://) O(endpoint_url) botocore signs the SHA256
     of every request body, so its default extra CRC32 (botocore 1.36 and later) is turned off there; over HTTPS
     the CRC32 stays, as it is what replaces the signed body hash. The object's own SHA256 (catalog and
-    C(sha256) metadata) is computed once, on the compressed stream; no SHA256 of the uncompressed stream is
+    C(sha256) metadata or tag) is computed once, on the compressed stream; no SHA256 of the uncompressed stream is
     computed besides PostgreSQL's per-file manifest checksums (O(manifest_checksums)).
   - C(pg_basebackup -D -) only works for clusters without additional tablespaces.
   - The login role needs the C(REPLICATION) attribute (physical) or read access to the databases (logical),

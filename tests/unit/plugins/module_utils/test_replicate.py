@@ -225,11 +225,11 @@ def test_record_is_written_last(xr, estate, monkeypatch):  # pylint: disable=red
     real = replicate.Replicator._copy
     calls = []
 
-    def failing(self, key, source_head):
+    def failing(self, key, source_head, sha256):
         calls.append(key)
         if len(calls) == 2:
             raise RtxDrError("simulated failure copying %s" % key)
-        return real(self, key, source_head)
+        return real(self, key, source_head, sha256)
 
     monkeypatch.setattr(replicate.Replicator, "_copy", failing)
     with pytest.raises(RtxDrError, match="simulated failure"):
